@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Set up and run wsserver from a fresh clone, with nothing but Python.
+
+``python3 dev.py demo`` runs the demo server; ``python3 dev.py test`` runs the
+whole test suite. Both create ``.venv`` beside this file on first use and
+install the project with everything its tests need into it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".installed-from"
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def run(*args: str | Path, **kwargs: object) -> None:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def project_fingerprint() -> str:
+    parts = []
+    for name in ("pyproject.toml", "setup.py", "wsserver/sansio/_speedups.c"):
+        path = ROOT / name
+        if path.exists():
+            parts.append(f"{name}:{path.stat().st_mtime_ns}:{path.stat().st_size}")
+    return "\n".join(parts)
+
+
+def ensure_venv() -> Path:
+    """Create the virtual environment and install the project into it."""
+    if not venv_python().exists():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    fingerprint = project_fingerprint()
+    if not STAMP.exists() or STAMP.read_text() != fingerprint:
+        py = venv_python()
+        run(py, "-m", "pip", "install", "--quiet", "--upgrade", "pip", "setuptools", "wheel")
+        run(py, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test,bench]")
+        STAMP.write_text(fingerprint)
+    return venv_python()
+
+
+def ensure_node_packages() -> None:
+    """Install the Node clients used by the interoperability tests, if any."""
+    package_dir = ROOT / "tests" / "interop"
+    if not (package_dir / "package.json").exists():
+        return
+    if subprocess.run(["sh", "-c", "command -v npm"], capture_output=True).returncode:
+        print("!!! npm is not installed: trying apt-get install nodejs npm", flush=True)
+        subprocess.run(["sh", "-c", "apt-get update -q && apt-get install -y -q nodejs npm"])
+    if (package_dir / "node_modules").exists():
+        return
+    subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=package_dir)
+
+
+def ensure_chromium() -> None:
+    """Install Debian's headless Chromium for the browser interoperability tests."""
+    if not (ROOT / "tests" / "interop" / "test_chromium.py").exists():
+        return
+    if Path("/usr/bin/chromium").exists():
+        return
+    print("installing Debian's chromium for the browser tests", flush=True)
+    subprocess.run(
+        ["sh", "-c", "apt-get update -q && apt-get install -y -q chromium"],
+    )
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"demo", "test"}:
+        print(__doc__)
+        print("usage: python3 dev.py demo [wsserver options] | test [pytest options]")
+        return 2
+    command, rest = argv[0], argv[1:]
+    py = ensure_venv()
+    os.chdir(ROOT)
+    if command == "demo":
+        return subprocess.call([str(py), "-m", "wsserver", *rest])
+    ensure_node_packages()
+    ensure_chromium()
+    return subprocess.call([str(py), "-m", "pytest", *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,3 @@
+"""wsserver: a Trio-first, structured-concurrency WebSocket server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Sans-I/O WebSocket server protocol: bytes in, events and bytes out."""

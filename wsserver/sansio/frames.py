@@ -1,0 +1,233 @@
+"""RFC 6455 frames: opcodes, close codes, parsing and serialization."""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Generator
+
+import attrs
+
+from .exceptions import InvalidUTF8, PayloadTooBig, ProtocolError
+from .masking import apply_mask
+from .streams import StreamReader
+
+__all__ = [
+    "CONTROL_OPCODES",
+    "DATA_OPCODES",
+    "CloseCode",
+    "Frame",
+    "Opcode",
+    "is_valid_close_code",
+    "parse_close",
+    "parse_frame",
+    "serialize_close",
+    "serialize_frame",
+]
+
+MAX_CONTROL_PAYLOAD_BYTES = 125
+
+
+class Opcode(enum.IntEnum):
+    """Frame opcodes (RFC 6455, section 5.2)."""
+
+    CONT = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+DATA_OPCODES = frozenset({Opcode.CONT, Opcode.TEXT, Opcode.BINARY})
+CONTROL_OPCODES = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
+_OPCODES_BY_VALUE = {int(op): op for op in Opcode}
+
+
+class CloseCode(enum.IntEnum):
+    """Close codes (RFC 6455, section 7.4.1, and the IANA registry)."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    # 1004 is reserved.
+    NO_STATUS_RCVD = 1005
+    ABNORMAL_CLOSURE = 1006
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    TLS_HANDSHAKE = 1015
+
+
+# Codes a peer may put in a close frame; 1005, 1006 and 1015 are reserved for
+# reporting and must never appear on the wire.
+_WIRE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Tell whether ``code`` may appear in a close frame on the wire."""
+    return code in _WIRE_CLOSE_CODES or 3000 <= code < 5000
+
+
+@attrs.frozen(slots=True)
+class Frame:
+    """One WebSocket frame.
+
+    ``data`` is the unmasked payload. ``rsv1`` to ``rsv3`` are the reserved
+    bits, which only a negotiated extension may set.
+    """
+
+    opcode: Opcode
+    data: bytes
+    fin: bool = True
+    rsv1: bool = False
+    rsv2: bool = False
+    rsv3: bool = False
+
+    def __str__(self) -> str:
+        name = self.opcode.name
+        shown = self.data[:60]
+        more = "..." if len(self.data) > 60 else ""
+        return f"{name} {shown!r}{more} [{len(self.data)} bytes{'' if self.fin else ', continued'}]"
+
+
+_unpack_16 = struct.Struct("!H").unpack
+_unpack_64 = struct.Struct("!Q").unpack
+_pack_head = struct.Struct("!BB").pack
+_pack_head_16 = struct.Struct("!BBH").pack
+_pack_head_64 = struct.Struct("!BBQ").pack
+
+
+def parse_frame(
+    reader: StreamReader,
+    *,
+    mask_required: bool = True,
+    max_size: int | None = None,
+) -> Generator[None, None, Frame]:
+    """Parse one frame from ``reader``; a generator that yields while bytes are missing.
+
+    Checks the rules every frame must satisfy on its own: a known opcode,
+    masking, control frames unfragmented and at most 125 bytes. Rules that
+    depend on the connection (reserved bits, continuation order) are the
+    connection's.
+
+    :param mask_required: reject unmasked frames (a server's frames come masked).
+    :param max_size: reject a payload longer than this many bytes.
+    :raises ProtocolError: on any violation of RFC 6455 section 5.
+    :raises PayloadTooBig: if the payload is longer than ``max_size``.
+    :raises EOFError: if the stream ends inside the frame.
+    """
+    first, second = yield from reader.read_exact(2)
+    try:
+        opcode = _OPCODES_BY_VALUE[first & 0x0F]
+    except KeyError:
+        raise ProtocolError(f"invalid opcode: {first & 0x0F:#x}") from None
+    masked = second & 0x80
+    if mask_required and not masked:
+        raise ProtocolError("unmasked frame from the client")
+    fin = bool(first & 0x80)
+    length = second & 0x7F
+    if opcode >= 0x8:
+        if not fin:
+            raise ProtocolError("fragmented control frame")
+        if length > MAX_CONTROL_PAYLOAD_BYTES:
+            raise ProtocolError("control frame longer than 125 bytes")
+
+    if length == 126:
+        (length,) = _unpack_16((yield from reader.read_exact(2)))
+        if length < 126:
+            raise ProtocolError("payload length not minimally encoded")
+    elif length == 127:
+        (length,) = _unpack_64((yield from reader.read_exact(8)))
+        if length >> 63:
+            raise ProtocolError("payload length has its most significant bit set")
+        if length < 65536:
+            raise ProtocolError("payload length not minimally encoded")
+    if max_size is not None and length > max_size:
+        raise PayloadTooBig(f"frame of {length} bytes exceeds limit of {max_size} bytes")
+
+    if masked:
+        mask = yield from reader.read_exact(4)
+        data = apply_mask((yield from reader.read_exact(length)), mask)
+    else:
+        data = yield from reader.read_exact(length)
+    return Frame(
+        opcode,
+        data,
+        fin,
+        bool(first & 0x40),
+        bool(first & 0x20),
+        bool(first & 0x10),
+    )
+
+
+def serialize_frame(frame: Frame, *, mask: bytes | None = None) -> bytes:
+    """Encode ``frame`` for the wire; the server sends unmasked frames.
+
+    :param mask: a 4-byte mask, for a client or a test acting as one.
+    """
+    first = (
+        (0x80 if frame.fin else 0)
+        | (0x40 if frame.rsv1 else 0)
+        | (0x20 if frame.rsv2 else 0)
+        | (0x10 if frame.rsv3 else 0)
+        | frame.opcode
+    )
+    mask_bit = 0x80 if mask is not None else 0
+    length = len(frame.data)
+    if length < 126:
+        head = _pack_head(first, mask_bit | length)
+    elif length < 65536:
+        head = _pack_head_16(first, mask_bit | 126, length)
+    else:
+        head = _pack_head_64(first, mask_bit | 127, length)
+    if mask is None:
+        return head + frame.data
+    return head + mask + apply_mask(frame.data, mask)
+
+
+def parse_close(data: bytes) -> tuple[int, str]:
+    """Decode a close frame's payload into ``(code, reason)``.
+
+    An empty payload means code 1005 (no status received).
+
+    :raises ProtocolError: if the payload is one byte long or the code is invalid.
+    :raises InvalidUTF8: if the reason is not valid UTF-8.
+    """
+    length = len(data)
+    if length == 0:
+        return CloseCode.NO_STATUS_RCVD, ""
+    if length == 1:
+        raise ProtocolError("close frame with a one-byte payload")
+    (code,) = _unpack_16(data[:2])
+    if not is_valid_close_code(code):
+        raise ProtocolError(f"invalid close code: {code}")
+    try:
+        reason = data[2:].decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidUTF8("close reason is not valid UTF-8") from exc
+    return code, reason
+
+
+def serialize_close(code: int | None, reason: str = "") -> bytes:
+    """Encode a close frame's payload; ``None`` gives an empty payload.
+
+    :raises ValueError: if the code may not be sent, if a reason is given
+        without a code, or if the payload would exceed 125 bytes.
+    """
+    if code is None:
+        if reason:
+            raise ValueError("a close reason needs a close code")
+        return b""
+    if not is_valid_close_code(code):
+        raise ValueError(f"close code {code} may not be sent")
+    payload = struct.pack("!H", code) + reason.encode()
+    if len(payload) > MAX_CONTROL_PAYLOAD_BYTES:
+        raise ValueError("close reason longer than 123 bytes once encoded")
+    return payload

@@ -1,0 +1,103 @@
+"""A small byte buffer that generator-based parsers read from.
+
+A parser is a generator: it calls ``yield from reader.read_exact(n)`` (or
+another ``read_*`` method) and is suspended with a bare ``yield`` whenever the
+bytes it needs have not arrived yet. The owner feeds more bytes with
+:meth:`StreamReader.feed_data` and resumes the parser with ``next()``. Any
+split of the input gives the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+__all__ = ["StreamReader"]
+
+
+class StreamReader:
+    """Buffer of received bytes for generator-based parsers."""
+
+    __slots__ = ("_buffer", "_eof", "_offset")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        # Bytes before _offset are consumed; compacting lazily avoids a memmove
+        # per small read when many frames arrive in one chunk.
+        self._offset = 0
+        self._eof = False
+
+    def __len__(self) -> int:
+        return len(self._buffer) - self._offset
+
+    @property
+    def at_eof(self) -> bool:
+        """True once :meth:`feed_eof` was called."""
+        return self._eof
+
+    def feed_data(self, data: bytes) -> None:
+        """Append received bytes.
+
+        :raises EOFError: after :meth:`feed_eof`.
+        """
+        if self._eof:
+            raise EOFError("stream ended")
+        if self._offset and self._offset == len(self._buffer):
+            self._buffer.clear()
+            self._offset = 0
+        self._buffer += data
+
+    def feed_eof(self) -> None:
+        """Record that no more bytes will arrive."""
+        self._eof = True
+
+    def discard(self) -> None:
+        """Drop every buffered byte."""
+        self._buffer.clear()
+        self._offset = 0
+
+    def _take(self, n: int) -> bytes:
+        start = self._offset
+        end = start + n
+        data = bytes(self._buffer[start:end])
+        if end == len(self._buffer):
+            self._buffer.clear()
+            self._offset = 0
+        else:
+            self._offset = end
+            if end > 65536 and end * 2 > len(self._buffer):
+                del self._buffer[:end]
+                self._offset = 0
+        return data
+
+    def read_exact(self, n: int) -> Generator[None, None, bytes]:
+        """Read exactly ``n`` bytes.
+
+        :raises EOFError: if the stream ends first.
+        """
+        while len(self._buffer) - self._offset < n:
+            if self._eof:
+                raise EOFError(f"stream ended after {len(self)} of {n} bytes")
+            yield
+        return self._take(n)
+
+    def read_line(self, limit: int) -> Generator[None, None, bytes]:
+        """Read up to and including the next ``\\n``.
+
+        :param limit: most bytes a line may have, terminator included.
+        :raises EOFError: if the stream ends first.
+        :raises OverflowError: if the line is longer than ``limit``.
+        """
+        searched = 0
+        while True:
+            position = self._buffer.find(b"\n", self._offset + searched)
+            if position >= 0:
+                length = position + 1 - self._offset
+                if length > limit:
+                    raise OverflowError(f"line longer than {limit} bytes")
+                return self._take(length)
+            searched = len(self)
+            if searched > limit:
+                raise OverflowError(f"line longer than {limit} bytes")
+            if self._eof:
+                raise EOFError(f"stream ended after {searched} bytes without a line end")
+            yield
