@@ -8,6 +8,10 @@ close code they map to.
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .frames import Close
 
 __all__ = [
     "ConnectionClosed",
@@ -140,23 +144,33 @@ class ConnectionClosed(WebSocketError):
     """The WebSocket connection is closed.
 
     :attr:`rcvd` and :attr:`sent` are the close frames received and sent, or
-    :obj:`None` when none was; :attr:`code` and :attr:`reason` summarise them.
+    :obj:`None` when there was none; :attr:`code` and :attr:`reason` come from
+    the one received (1006 and ``""`` when none was).
     """
 
-    def __init__(
-        self,
-        code: int,
-        reason: str,
-        *,
-        rcvd_then_sent: bool | None = None,
-    ) -> None:
-        self.code = code
-        self.reason = reason
-        self.rcvd_then_sent = rcvd_then_sent
-        text = f"received {code}" if code != 1006 else "no close frame received or sent"
-        if reason:
-            text += f" ({reason})"
-        super().__init__(text)
+    def __init__(self, rcvd: Close | None, sent: Close | None) -> None:
+        self.rcvd = rcvd
+        self.sent = sent
+        super().__init__(self._describe())
+
+    @property
+    def code(self) -> int:
+        """The close code received, or 1006 when no close frame arrived."""
+        return 1006 if self.rcvd is None else self.rcvd.code
+
+    @property
+    def reason(self) -> str:
+        """The close reason received, or ``""``."""
+        return "" if self.rcvd is None else self.rcvd.reason
+
+    def _describe(self) -> str:
+        if self.rcvd is None and self.sent is None:
+            return "no close frame received or sent"
+        if self.rcvd is None:
+            return f"sent {self.sent}; no close frame received"
+        if self.sent is None:
+            return f"received {self.rcvd}; no close frame sent"
+        return f"received {self.rcvd}; then sent {self.sent}"
 
 
 class ConnectionClosedOK(ConnectionClosed):

@@ -15,6 +15,7 @@ from .streams import StreamReader
 __all__ = [
     "CONTROL_OPCODES",
     "DATA_OPCODES",
+    "Close",
     "CloseCode",
     "Frame",
     "Opcode",
@@ -95,6 +96,22 @@ class Frame:
         shown = self.data[:60]
         more = "..." if len(self.data) > 60 else ""
         return f"{name} {shown!r}{more} [{len(self.data)} bytes{'' if self.fin else ', continued'}]"
+
+
+@attrs.frozen(slots=True)
+class Close:
+    """The content of a close frame: a close code and a reason."""
+
+    code: int
+    reason: str = ""
+
+    def __str__(self) -> str:
+        try:
+            name = CloseCode(self.code).name.lower().replace("_", " ")
+        except ValueError:
+            name = "application" if self.code >= 3000 else "unknown"
+        text = f"{self.code} ({name})"
+        return f"{text} {self.reason}" if self.reason else text
 
 
 _unpack_16 = struct.Struct("!H").unpack

@@ -6,7 +6,7 @@ was built at install time, and from :func:`apply_mask_python` otherwise.
 
 from __future__ import annotations
 
-__all__ = ["apply_mask", "apply_mask_python", "HAS_SPEEDUPS"]
+__all__ = ["HAS_SPEEDUPS", "apply_mask", "apply_mask_python"]
 
 
 def apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:

@@ -1,0 +1,3 @@
+"""Type stub for the optional C extension built from ``_speedups.c``."""
+
+def apply_mask(data: bytes | bytearray | memoryview, mask: bytes, /) -> bytes: ...

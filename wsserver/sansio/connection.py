@@ -1,0 +1,647 @@
+"""The sans-I/O server connection: every protocol rule, no I/O."""
+
+from __future__ import annotations
+
+import codecs
+import email.utils
+import enum
+import logging
+import uuid
+from collections.abc import Callable, Generator, Sequence
+from http import HTTPStatus
+from typing import TypeAlias
+
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidState,
+    InvalidUpgrade,
+    InvalidUTF8,
+    InvalidVersion,
+    PayloadTooBig,
+    ProtocolError,
+)
+from .extensions.base import Extension, ServerExtensionFactory
+from .frames import (
+    Close,
+    CloseCode,
+    Frame,
+    Opcode,
+    parse_close,
+    parse_frame,
+    serialize_close,
+    serialize_frame,
+)
+from .handshake import (
+    Origin,
+    Subprotocol,
+    accept_key,
+    check_origin,
+    check_request,
+    negotiate_extensions,
+    parse_token_list,
+)
+from .handshake import select_subprotocol as default_select_subprotocol
+from .http11 import (
+    MAX_HEADERS,
+    MAX_LINE_BYTES,
+    Headers,
+    Request,
+    Response,
+    parse_request,
+    serialize_response,
+)
+from .streams import StreamReader
+
+__all__ = ["Event", "ServerConnection", "State"]
+
+LoggerLike: TypeAlias = "logging.Logger | logging.LoggerAdapter[logging.Logger]"
+Event: TypeAlias = Request | Frame
+"""What :meth:`ServerConnection.events_received` returns: the request, then frames."""
+
+SelectSubprotocol = Callable[[Sequence[Subprotocol], Sequence[Subprotocol]], "Subprotocol | None"]
+
+_OK_CLOSE_CODES = frozenset(
+    {CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD}
+)
+
+
+def _truncate_reason(reason: str) -> str:
+    """Shorten ``reason`` so that a close frame can carry it (123 bytes of UTF-8)."""
+    encoded = reason.encode()
+    if len(encoded) <= 123:
+        return reason
+    return encoded[:120].decode(errors="ignore") + "..."
+
+
+class State(enum.IntEnum):
+    """Where a WebSocket connection stands."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class _Transition(enum.Enum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+    SEND_CLOSE = "send close"
+    RECEIVE_EOF = "receive eof"
+
+
+# Every legal state change, in one place. A pair that is missing is a bug in
+# the caller, reported as InvalidState.
+_TRANSITIONS: dict[tuple[State, _Transition], State] = {
+    (State.CONNECTING, _Transition.ACCEPT): State.OPEN,
+    (State.CONNECTING, _Transition.REJECT): State.CLOSING,
+    (State.CONNECTING, _Transition.RECEIVE_EOF): State.CLOSED,
+    (State.OPEN, _Transition.SEND_CLOSE): State.CLOSING,
+    (State.OPEN, _Transition.RECEIVE_EOF): State.CLOSED,
+    (State.CLOSING, _Transition.RECEIVE_EOF): State.CLOSED,
+    (State.CLOSED, _Transition.RECEIVE_EOF): State.CLOSED,
+}
+
+
+class ServerConnection:
+    """The server side of one WebSocket connection, as a state machine.
+
+    Feed it the bytes read from the network with :meth:`receive_data` and
+    :meth:`receive_eof`; collect what happened with :meth:`events_received`
+    and what to write with :meth:`data_to_send`.
+
+    :param origins: allowed values of the ``Origin`` header (strings or
+        compiled patterns; ``None`` in the list allows requests without
+        ``Origin``); ``None`` allows everything.
+    :param extensions: extension factories, in order of preference.
+    :param subprotocols: supported subprotocols, in order of preference.
+    :param state: the initial state; ``OPEN`` skips the opening handshake.
+    :param max_size: the largest message accepted, in bytes, after
+        decompression; ``None`` removes the limit.
+    :param logger: where to log; defaults to the ``wsserver.server`` logger.
+    :param select_subprotocol: picks a subprotocol from the client's offers
+        and ``subprotocols``; defaults to the server's preference order.
+    :param max_line_bytes: the longest request or header line accepted.
+    :param max_headers: the most request headers accepted.
+    """
+
+    def __init__(
+        self,
+        origins: Sequence[Origin] | None = None,
+        extensions: Sequence[ServerExtensionFactory] | None = None,
+        subprotocols: Sequence[Subprotocol] | None = None,
+        state: State = State.CONNECTING,
+        max_size: int | None = 2**20,
+        logger: LoggerLike | None = None,
+        *,
+        select_subprotocol: SelectSubprotocol | None = None,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        max_headers: int = MAX_HEADERS,
+    ) -> None:
+        self.id: uuid.UUID = uuid.uuid4()
+        """Unique identifier of the connection, useful in logs."""
+        self.logger: LoggerLike = logger or logging.getLogger("wsserver.server")
+        """Logger for this connection."""
+        self.origins = origins
+        self.available_extensions = extensions
+        self.available_subprotocols = subprotocols
+        self.max_size = max_size
+        self._select_subprotocol = select_subprotocol or default_select_subprotocol
+        self._max_line_bytes = max_line_bytes
+        self._max_headers = max_headers
+        self._debug = self.logger.isEnabledFor(logging.DEBUG)
+
+        self._state = state
+        self.handshake_exc: Exception | None = None
+        """Why the opening handshake failed, or ``None``."""
+        self.extensions: list[Extension] = []
+        self.subprotocol: Subprotocol | None = None
+        self._pending: tuple[list[Extension], Subprotocol | None] = ([], None)
+
+        self.close_rcvd: Close | None = None
+        self.close_sent: Close | None = None
+        self.close_rcvd_then_sent: bool | None = None
+        self._eof_sent = False
+
+        # Message being received: its size so far and, for text, a UTF-8
+        # decoder that sees the fragments as they arrive.
+        self._receiving: Opcode | None = None
+        self._received_bytes = 0
+        self._utf8: codecs.BufferedIncrementalDecoder | None = None
+        # Message being sent, for fragmentation order checks.
+        self._sending: Opcode | None = None
+
+        self._reader = StreamReader()
+        self._events: list[Event] = []
+        self._writes: list[bytes] = []
+        self._parser = self._parse()
+        next(self._parser)
+
+    # Properties ------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The connection's :class:`State`."""
+        return self._state
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code received; 1006 if none; ``None`` until the connection is closed."""
+        if self._state is not State.CLOSED:
+            return None
+        return CloseCode.ABNORMAL_CLOSURE if self.close_rcvd is None else self.close_rcvd.code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason received; ``""`` if none; ``None`` until the connection is closed."""
+        if self._state is not State.CLOSED:
+            return None
+        return "" if self.close_rcvd is None else self.close_rcvd.reason
+
+    @property
+    def close_exc(self) -> ConnectionClosed:
+        """The exception that says how the connection closed.
+
+        :class:`ConnectionClosedOK` when both sides exchanged 1000, 1001 or an
+        empty close frame; :class:`ConnectionClosedError` otherwise.
+
+        :raises InvalidState: before the connection is closed.
+        """
+        if self._state is not State.CLOSED:
+            raise InvalidState("the connection is not closed yet")
+        rcvd, sent = self.close_rcvd, self.close_sent
+        ok = (
+            rcvd is not None
+            and sent is not None
+            and rcvd.code in _OK_CLOSE_CODES
+            and sent.code in _OK_CLOSE_CODES
+        )
+        exc_type = ConnectionClosedOK if ok else ConnectionClosedError
+        exc = exc_type(rcvd, sent)
+        exc.__cause__ = self.handshake_exc if rcvd is None else None
+        return exc
+
+    def _transition(self, transition: _Transition) -> None:
+        try:
+            new_state = _TRANSITIONS[self._state, transition]
+        except KeyError:
+            raise InvalidState(
+                f"cannot {transition.value} in state {self._state.name}"
+            ) from None
+        if self._debug and new_state is not self._state:
+            self.logger.debug("= connection is %s", new_state.name)
+        self._state = new_state
+
+    # Receiving -------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes received from the network.
+
+        Afterwards, call :meth:`events_received` and :meth:`data_to_send`.
+
+        :raises EOFError: after :meth:`receive_eof`.
+        """
+        self._reader.feed_data(data)
+        next(self._parser)
+
+    def receive_eof(self) -> None:
+        """Record that the peer closed its write side (or the whole connection).
+
+        Afterwards, call :meth:`events_received` and :meth:`data_to_send`.
+        Calling it again does nothing.
+        """
+        if self._reader.at_eof:
+            return
+        self._reader.feed_eof()
+        next(self._parser)
+
+    def events_received(self) -> list[Event]:
+        """Return the events received since the last call: a :class:`Request`, then frames."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[bytes]:
+        """Return the bytes to write since the last call.
+
+        An empty ``b""`` item means: close the write side once the bytes
+        before it are written.
+        """
+        writes, self._writes = self._writes, []
+        return writes
+
+    def close_expected(self) -> bool:
+        """Tell whether the TCP connection should close soon.
+
+        True once the server sent a close frame or rejected the handshake: the
+        I/O layer then starts its close timeout.
+        """
+        return self._state is State.CLOSING or self.handshake_exc is not None
+
+    # Opening handshake -----------------------------------------------------------
+
+    def accept(self, request: Request) -> Response:
+        """Validate the handshake request and build the response.
+
+        On success the response is a 101 and the negotiated extensions and
+        subprotocol take effect when it is sent. On failure :attr:`handshake_exc`
+        is set and the response is the matching HTTP error: 400, 403, or 426
+        (with ``Sec-WebSocket-Version: 13`` for a wrong version).
+
+        This never raises; send the response with :meth:`send_response`.
+        """
+        try:
+            key = check_request(request.headers)
+            check_origin(request.headers, self.origins)
+            extensions_header, extensions = negotiate_extensions(
+                request.headers, self.available_extensions
+            )
+            subprotocol = self._negotiate_subprotocol(request.headers)
+        except InvalidHandshake as exc:
+            return self._reject_handshake(exc)
+        except Exception as exc:  # a user's select_subprotocol or extension failed
+            self.logger.error("opening handshake failed", exc_info=True)
+            self.handshake_exc = exc
+            return self.reject(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "Failed to open a WebSocket connection.\n"
+                "See server log for more information.\n",
+            )
+        headers = Headers(
+            Date=email.utils.formatdate(usegmt=True),
+            Upgrade="websocket",
+            Connection="Upgrade",
+        )
+        headers["Sec-WebSocket-Accept"] = accept_key(key)
+        if extensions_header is not None:
+            headers["Sec-WebSocket-Extensions"] = extensions_header
+        if subprotocol is not None:
+            headers["Sec-WebSocket-Protocol"] = subprotocol
+        self._pending = (extensions, subprotocol)
+        return Response(101, "Switching Protocols", headers)
+
+    def _negotiate_subprotocol(self, headers: Headers) -> Subprotocol | None:
+        offered = parse_token_list(headers, "Sec-WebSocket-Protocol")
+        if not offered or not self.available_subprotocols:
+            return None
+        return self._select_subprotocol(offered, self.available_subprotocols)
+
+    def _reject_handshake(self, exc: InvalidHandshake) -> Response:
+        self.handshake_exc = exc
+        self.logger.info("invalid handshake: %s", exc)
+        response = self.reject(
+            exc.status,
+            f"Failed to open a WebSocket connection: {exc}.\n",
+        )
+        if isinstance(exc, InvalidVersion):
+            response.headers["Sec-WebSocket-Version"] = "13"
+        if isinstance(exc, InvalidUpgrade):
+            # RFC 9110 section 15.5.22: a 426 names the protocol to upgrade to.
+            del response.headers["Connection"]
+            response.headers["Connection"] = "Upgrade, close"
+            response.headers["Upgrade"] = "websocket"
+        return response
+
+    def reject(self, status: int, text: str) -> Response:
+        """Build an HTTP error response with a plain-text body.
+
+        :param status: the HTTP status code.
+        :param text: the body, sent as UTF-8.
+        """
+        http_status = HTTPStatus(status)
+        body = text.encode()
+        headers = Headers(
+            Date=email.utils.formatdate(usegmt=True),
+            Connection="close",
+        )
+        headers["Content-Length"] = str(len(body))
+        headers["Content-Type"] = "text/plain; charset=utf-8"
+        return Response(http_status.value, http_status.phrase, headers, body)
+
+    def send_response(self, response: Response) -> None:
+        """Queue the handshake response.
+
+        A 101 opens the connection; any other status closes it once sent.
+
+        :raises InvalidState: if the handshake is already over.
+        """
+        if self._state is not State.CONNECTING:
+            raise InvalidState(f"cannot send a response in state {self._state.name}")
+        if self._debug:
+            self.logger.debug("> HTTP/1.1 %d %s", response.status_code, response.reason_phrase)
+        self._send_response(response)
+        if self.state is State.OPEN:  # the property: mypy narrowed _state above
+            # Bytes that arrived before the response may be waiting for the parser.
+            next(self._parser)
+        else:
+            self._stop_parsing()
+
+    def _send_response(self, response: Response) -> None:
+        self._writes.append(serialize_response(response))
+        if response.status_code == HTTPStatus.SWITCHING_PROTOCOLS:
+            self.extensions, self.subprotocol = self._pending
+            self._transition(_Transition.ACCEPT)
+        else:
+            if self.handshake_exc is None:
+                self.handshake_exc = InvalidHandshake(
+                    f"rejected with HTTP {response.status_code}"
+                )
+            self._transition(_Transition.REJECT)
+            self._send_eof()
+
+    # Sending ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state is not State.OPEN:
+            raise InvalidState(f"connection is {self._state.name}")
+
+    def send_text(self, data: bytes, fin: bool = True) -> None:
+        """Queue a text frame; ``data`` is UTF-8 already.
+
+        :param fin: false to start a fragmented message, to be continued with
+            :meth:`send_continuation`.
+        :raises InvalidState: if the connection is not open or a fragmented
+            message is in progress.
+        """
+        self._start_message(Opcode.TEXT, data, fin)
+
+    def send_binary(self, data: bytes, fin: bool = True) -> None:
+        """Queue a binary frame.
+
+        :param fin: false to start a fragmented message.
+        :raises InvalidState: if the connection is not open or a fragmented
+            message is in progress.
+        """
+        self._start_message(Opcode.BINARY, data, fin)
+
+    def _start_message(self, opcode: Opcode, data: bytes, fin: bool) -> None:
+        self._check_open()
+        if self._sending is not None:
+            raise InvalidState("a fragmented message is being sent")
+        if not fin:
+            self._sending = opcode
+        self._send_frame(Frame(opcode, data, fin))
+
+    def send_continuation(self, data: bytes, fin: bool) -> None:
+        """Queue the next fragment of a message.
+
+        :param fin: true for the last fragment.
+        :raises InvalidState: if the connection is not open or no fragmented
+            message is in progress.
+        """
+        self._check_open()
+        if self._sending is None:
+            raise InvalidState("no fragmented message is being sent")
+        if fin:
+            self._sending = None
+        self._send_frame(Frame(Opcode.CONT, data, fin))
+
+    def send_close(self, code: int | None = None, reason: str = "") -> None:
+        """Queue a close frame and start the closing handshake.
+
+        :param code: the close code; ``None`` sends an empty close frame.
+        :param reason: the close reason; requires a code.
+        :raises InvalidState: if the connection is not open.
+        :raises ValueError: if the code may not be sent or the reason is too long.
+        """
+        self._check_open()
+        payload = serialize_close(code, reason)
+        self._send_frame(Frame(Opcode.CLOSE, payload))
+        self.close_sent = Close(CloseCode.NO_STATUS_RCVD if code is None else code, reason)
+        if self.close_rcvd is not None:
+            self.close_rcvd_then_sent = True
+        self._transition(_Transition.SEND_CLOSE)
+
+    def send_ping(self, data: bytes) -> None:
+        """Queue a ping frame.
+
+        :raises InvalidState: if the connection is not open.
+        :raises ProtocolError: if ``data`` is longer than 125 bytes.
+        """
+        self._send_control(Opcode.PING, data)
+
+    def send_pong(self, data: bytes) -> None:
+        """Queue a pong frame (received pings are answered automatically).
+
+        :raises InvalidState: if the connection is not open.
+        :raises ProtocolError: if ``data`` is longer than 125 bytes.
+        """
+        self._send_control(Opcode.PONG, data)
+
+    def _send_control(self, opcode: Opcode, data: bytes) -> None:
+        self._check_open()
+        if len(data) > 125:
+            raise ProtocolError("control frame payload longer than 125 bytes")
+        self._send_frame(Frame(opcode, data))
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the connection: send a close frame if still possible, then stop.
+
+        Nothing more is parsed and the write side closes after the close frame.
+
+        :param code: the close code.
+        :param reason: the close reason.
+        """
+        self._fail(code, reason)
+        self._stop_parsing()
+
+    def _fail(self, code: int, reason: str) -> None:
+        if self._state is State.OPEN:
+            self.send_close(code, _truncate_reason(reason))
+        if self._state is not State.CLOSED:
+            self._send_eof()
+
+    def _stop_parsing(self) -> None:
+        self._reader.discard()
+        self._parser = self._discard()
+        next(self._parser)
+
+    def _send_frame(self, frame: Frame) -> None:
+        for extension in self.extensions:
+            frame = extension.encode(frame)
+        if self._debug:
+            self.logger.debug("> %s", frame)
+        self._writes.append(serialize_frame(frame))
+
+    def _send_eof(self) -> None:
+        if not self._eof_sent:
+            self._eof_sent = True
+            self._writes.append(b"")
+
+    # Parsing -----------------------------------------------------------------------
+
+    def _parse(self) -> Generator[None, None, None]:
+        """Parse the request, wait for the response, then parse frames until a close."""
+        try:
+            if self._state is State.CONNECTING:
+                try:
+                    request = yield from parse_request(
+                        self._reader,
+                        max_line_bytes=self._max_line_bytes,
+                        max_headers=self._max_headers,
+                    )
+                except InvalidHandshake as exc:
+                    self._send_response(self._reject_handshake(exc))
+                else:
+                    if self._debug:
+                        self.logger.debug("< GET %s HTTP/1.1", request.path)
+                    self._events.append(request)
+                    while self._state is State.CONNECTING:
+                        yield
+            if self._state is State.OPEN:
+                while self.close_rcvd is None:
+                    frame = yield from parse_frame(
+                        self._reader, max_size=self._frame_budget()
+                    )
+                    self._receive_frame(frame)
+        except EOFError:
+            self._receive_abrupt_eof()
+        except ProtocolError as exc:
+            self.logger.info("protocol error: %s", exc)
+            self._fail(exc.code, str(exc))
+        except Exception:
+            # An extension failed in an unexpected way; never let it escape.
+            self.logger.error("unexpected error while parsing", exc_info=True)
+            self._fail(CloseCode.INTERNAL_ERROR, "internal error")
+        # After a close frame, an error or a rejection, nothing more is parsed.
+        yield from self._discard()
+
+    def _discard(self) -> Generator[None, None, None]:
+        """Drop incoming bytes until the peer closes, then mark the connection closed."""
+        while not self._reader.at_eof:
+            self._reader.discard()
+            yield
+        self._reader.discard()
+        self._send_eof()
+        self._transition(_Transition.RECEIVE_EOF)
+        while True:
+            yield
+
+    def _receive_abrupt_eof(self) -> None:
+        # The stream ended where more bytes were needed: mid-frame, mid-request,
+        # or simply between frames without a closing handshake.
+        if self._state is State.CONNECTING and self.handshake_exc is None:
+            self.handshake_exc = InvalidMessage(
+                "connection closed during the opening handshake"
+            )
+
+    def _frame_budget(self) -> int | None:
+        if self.max_size is None:
+            return None
+        return self.max_size - self._received_bytes
+
+    def _receive_frame(self, frame: Frame) -> None:
+        if self._debug:
+            self.logger.debug("< %s", frame)
+        if frame.rsv2 or frame.rsv3 or (frame.rsv1 and not self.extensions):
+            raise ProtocolError("reserved bits must be 0")
+        opcode = frame.opcode
+        if opcode >= Opcode.CLOSE:
+            if frame.rsv1:
+                raise ProtocolError("reserved bits must be 0 on control frames")
+            self._receive_control(frame)
+            return
+
+        if opcode is Opcode.CONT:
+            if self._receiving is None:
+                raise ProtocolError("unexpected continuation frame")
+        elif self._receiving is not None:
+            raise ProtocolError("expected a continuation frame")
+
+        for extension in reversed(self.extensions):
+            frame = extension.decode(frame, max_size=self._frame_budget())
+        self._received_bytes += len(frame.data)
+        if self.max_size is not None and self._received_bytes > self.max_size:
+            raise PayloadTooBig(f"message larger than {self.max_size} bytes")
+
+        if opcode is Opcode.TEXT:
+            if frame.fin:
+                # One-frame text message: the common case, validated in one call.
+                try:
+                    frame.data.decode()
+                except UnicodeDecodeError as exc:
+                    raise InvalidUTF8(f"invalid UTF-8 in text message: {exc.reason}") from None
+            else:
+                self._utf8 = codecs.getincrementaldecoder("utf-8")()
+                self._check_utf8(frame)
+        elif self._utf8 is not None:
+            self._check_utf8(frame)
+
+        if frame.fin:
+            self._receiving = None
+            self._received_bytes = 0
+            self._utf8 = None
+        elif opcode is not Opcode.CONT:
+            self._receiving = opcode
+        self._events.append(frame)
+
+    def _check_utf8(self, frame: Frame) -> None:
+        assert self._utf8 is not None
+        try:
+            self._utf8.decode(frame.data, final=frame.fin)
+        except UnicodeDecodeError as exc:
+            raise InvalidUTF8(f"invalid UTF-8 in text message: {exc.reason}") from None
+
+    def _receive_control(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.PING:
+            if self._state is State.OPEN:
+                self.send_pong(frame.data)
+        elif opcode is Opcode.CLOSE:
+            close = Close(*parse_close(frame.data))
+            if self.close_rcvd is not None:
+                return  # a second close frame is ignored
+            self.close_rcvd = close
+            if self._state is State.OPEN:
+                # Echo the code, as RFC 6455 section 5.5.1 suggests.
+                code = None if close.code == CloseCode.NO_STATUS_RCVD else close.code
+                self.send_close(code, close.reason if code is not None else "")
+                self.close_rcvd_then_sent = True
+            else:
+                self.close_rcvd_then_sent = False
+            # The closing handshake is complete; the server closes TCP first
+            # (RFC 6455 section 7.1.1).
+            self._send_eof()
+        self._events.append(frame)
