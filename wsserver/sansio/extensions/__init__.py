@@ -3,5 +3,17 @@
 from __future__ import annotations
 
 from .base import Extension, ExtensionParameter, ServerExtensionFactory
+from .permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+    enable_server_permessage_deflate,
+)
 
-__all__ = ["Extension", "ExtensionParameter", "ServerExtensionFactory"]
+__all__ = [
+    "Extension",
+    "ExtensionParameter",
+    "PerMessageDeflate",
+    "ServerExtensionFactory",
+    "ServerPerMessageDeflateFactory",
+    "enable_server_permessage_deflate",
+]
