@@ -1,0 +1,345 @@
+"""Sans-I/O protocol speed: wsserver against websockets and wsproto, in one run.
+
+Run with::
+
+    .venv/bin/python bench/bench_sansio.py [--rounds 9] [--quick] [--profile]
+
+Every contender does the same work an I/O layer would ask of it:
+
+- **handshake**: create a server connection, feed the HTTP request, take the
+  request event, accept it, queue the 101 response and collect the bytes;
+- **small frames**: feed 10,000 masked client frames of 32 bytes, either as
+  one buffer or in 4 KiB chunks (collecting events and bytes to send after
+  each chunk), and collect one event per frame;
+- **1 MiB unmasking**: feed one masked binary frame of 1 MiB and collect it.
+
+``wsserver`` is :class:`wsserver.sansio.ServerConnection`; ``websockets`` is
+``websockets.server.ServerProtocol`` (``events_received()`` and
+``data_to_send()`` called like ours); ``wsproto`` is
+``wsproto.WSConnection(ConnectionType.SERVER)`` (``events()`` drained into a
+list). Each figure is the best of several timed rounds (``timeit``), so the
+noise of a busy machine mostly shows as a slower round that is thrown away.
+
+``--profile`` runs wsserver's share of each scenario under ``cProfile`` and
+prints where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import os
+import pstats
+import struct
+import sys
+import timeit
+from collections.abc import Callable
+from dataclasses import dataclass
+
+SMALL_PAYLOAD_BYTES = 32
+SMALL_FRAME_COUNT = 10_000
+CHUNK_BYTES = 4096
+LARGE_PAYLOAD_BYTES = 1024 * 1024
+MIN_ROUND_SECONDS = 0.1
+
+OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
+
+HANDSHAKE_REQUEST = (
+    b"GET /chat HTTP/1.1\r\n"
+    b"Host: 127.0.0.1:8765\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"Origin: http://127.0.0.1:8765\r\n"
+    b"User-Agent: bench_sansio\r\n"
+    b"\r\n"
+)
+
+
+# -- client frames --------------------------------------------------------------
+
+
+def masked_client_frame(opcode: int, payload: bytes) -> bytes:
+    """Encode one final, masked client frame (built here, independent of every contender)."""
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+    elif length < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+    repeated = (mask * (length // 4 + 1))[:length]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
+        length, "big"
+    )
+    return head + mask + masked
+
+
+def small_frames(opcode: int) -> bytes:
+    payload = b"x" * SMALL_PAYLOAD_BYTES
+    return b"".join(masked_client_frame(opcode, payload) for _ in range(SMALL_FRAME_COUNT))
+
+
+def split(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+# -- contenders -------------------------------------------------------------------
+#
+# Each contender offers two things:
+#   handshake(request) -> bytes           the whole server side of one handshake
+#   open_connection() -> feed(chunks)     a connection past the handshake; feed()
+#                                         receives each chunk, collects events
+#                                         and bytes after each, returns the
+#                                         number of data frames seen
+
+
+@dataclass
+class Contender:
+    name: str
+    handshake: Callable[[bytes], bytes]
+    open_connection: Callable[[], Callable[[list[bytes]], int]]
+
+
+def wsserver_contender() -> Contender:
+    from wsserver.sansio import Frame, ServerConnection, State
+
+    def handshake(request: bytes) -> bytes:
+        connection = ServerConnection()
+        connection.receive_data(request)
+        (event,) = connection.events_received()
+        connection.send_response(connection.accept(event))  # type: ignore[arg-type]
+        return b"".join(connection.data_to_send())
+
+    def open_connection() -> Callable[[list[bytes]], int]:
+        connection = ServerConnection(state=State.OPEN, max_size=2**21)
+
+        def feed(chunks: list[bytes]) -> int:
+            frames = 0
+            for chunk in chunks:
+                connection.receive_data(chunk)
+                for event in connection.events_received():
+                    if isinstance(event, Frame):
+                        frames += 1
+                connection.data_to_send()
+            return frames
+
+        return feed
+
+    return Contender("wsserver", handshake, open_connection)
+
+
+def websockets_contender() -> Contender:
+    from websockets.frames import Frame
+    from websockets.protocol import State
+    from websockets.server import ServerProtocol
+
+    def handshake(request: bytes) -> bytes:
+        protocol = ServerProtocol()
+        protocol.receive_data(request)
+        (event,) = protocol.events_received()
+        protocol.send_response(protocol.accept(event))  # type: ignore[arg-type]
+        return b"".join(protocol.data_to_send())
+
+    def open_connection() -> Callable[[list[bytes]], int]:
+        protocol = ServerProtocol(state=State.OPEN, max_size=2**21)
+
+        def feed(chunks: list[bytes]) -> int:
+            frames = 0
+            for chunk in chunks:
+                protocol.receive_data(chunk)
+                for event in protocol.events_received():
+                    if isinstance(event, Frame):
+                        frames += 1
+                protocol.data_to_send()
+            return frames
+
+        return feed
+
+    return Contender("websockets", handshake, open_connection)
+
+
+def wsproto_contender() -> Contender:
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Message, Request
+
+    def handshake(request: bytes) -> bytes:
+        connection = WSConnection(ConnectionType.SERVER)
+        connection.receive_data(request)
+        (event,) = list(connection.events())
+        assert isinstance(event, Request)
+        return connection.send(AcceptConnection())
+
+    def open_connection() -> Callable[[list[bytes]], int]:
+        connection = WSConnection(ConnectionType.SERVER)
+        connection.receive_data(HANDSHAKE_REQUEST)
+        list(connection.events())
+        connection.send(AcceptConnection())
+
+        def feed(chunks: list[bytes]) -> int:
+            frames = 0
+            for chunk in chunks:
+                connection.receive_data(chunk)
+                for event in connection.events():
+                    # A frame split across chunks arrives as several partial
+                    # Message events; count it once, when it is complete.
+                    if isinstance(event, Message) and event.message_finished:
+                        frames += 1
+            return frames
+
+        return feed
+
+    return Contender("wsproto", handshake, open_connection)
+
+
+# -- scenarios ------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    label: str
+    unit: str
+    # Builds a zero-argument callable doing one round's work, and the number
+    # of units (handshakes, frames, bytes) that one call processes.
+    prepare: Callable[[Contender], tuple[Callable[[], object], int]]
+    scale: float = 1.0  # units per figure: 1e6 turns bytes/s into MB/s
+    target: str = ""
+
+
+def handshake_scenario(contender: Contender) -> tuple[Callable[[], object], int]:
+    response = contender.handshake(HANDSHAKE_REQUEST)
+    assert response.startswith(b"HTTP/1.1 101"), (contender.name, response[:40])
+    return (lambda: contender.handshake(HANDSHAKE_REQUEST)), 1
+
+
+def frames_scenario(
+    opcode: int, chunk_bytes: int | None
+) -> Callable[[Contender], tuple[Callable[[], object], int]]:
+    data = small_frames(opcode)
+    chunks = [data] if chunk_bytes is None else split(data, chunk_bytes)
+
+    def prepare(contender: Contender) -> tuple[Callable[[], object], int]:
+        feed = contender.open_connection()
+        seen = feed(chunks)
+        assert seen == SMALL_FRAME_COUNT, (contender.name, seen)
+        return (lambda: feed(chunks)), SMALL_FRAME_COUNT
+
+    return prepare
+
+
+def large_frame_scenario(contender: Contender) -> tuple[Callable[[], object], int]:
+    chunks = [masked_client_frame(OPCODE_BINARY, os.urandom(LARGE_PAYLOAD_BYTES))]
+    feed = contender.open_connection()
+    assert feed(chunks) == 1, contender.name
+    return (lambda: feed(chunks)), LARGE_PAYLOAD_BYTES
+
+
+SCENARIOS = [
+    Scenario("handshakes", "handshakes/s", handshake_scenario),
+    Scenario(
+        "32 B binary frames, one buffer",
+        "frames/s",
+        frames_scenario(OPCODE_BINARY, None),
+        target="≥1.0x websockets, ≥1.5x wsproto",
+    ),
+    Scenario(
+        "32 B binary frames, 4 KiB chunks",
+        "frames/s",
+        frames_scenario(OPCODE_BINARY, CHUNK_BYTES),
+        target="≥1.0x websockets, ≥1.5x wsproto",
+    ),
+    Scenario(
+        "32 B text frames, one buffer",
+        "frames/s",
+        frames_scenario(OPCODE_TEXT, None),
+    ),
+    Scenario(
+        "1 MiB binary frame (unmasking)",
+        "MB/s",
+        large_frame_scenario,
+        scale=1e6,
+        target="≥0.5x websockets",
+    ),
+]
+
+
+def best_rate(work: Callable[[], object], units: int, rounds: int) -> float:
+    """Units per second in the fastest of ``rounds`` timed rounds."""
+    timer = timeit.Timer(work)
+    calls = 1
+    while timer.timeit(calls) < MIN_ROUND_SECONDS:
+        calls *= 2
+    best = min(timer.repeat(repeat=rounds, number=calls)) / calls
+    return units / best
+
+
+def format_rate(value: float) -> str:
+    if value >= 100_000:
+        return f"{value / 1000:,.0f}k"
+    if value >= 10_000:
+        return f"{value / 1000:,.1f}k"
+    return f"{value:,.0f}"
+
+
+def profile_wsserver(contender: Contender) -> None:
+    for scenario in SCENARIOS:
+        work, _ = scenario.prepare(contender)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(20):
+            work()
+        profiler.disable()
+        print(f"\n### cProfile: wsserver, {scenario.label} (20 rounds)\n")
+        stats = pstats.Stats(profiler, stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(12)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9, help="timed rounds per figure")
+    parser.add_argument("--quick", action="store_true", help="3 rounds: a smoke run")
+    parser.add_argument("--profile", action="store_true", help="cProfile wsserver afterwards")
+    args = parser.parse_args()
+    rounds = 3 if args.quick else args.rounds
+
+    contenders = [wsserver_contender(), websockets_contender(), wsproto_contender()]
+    import websockets
+    import wsproto
+
+    from wsserver.sansio.masking import HAS_SPEEDUPS
+
+    print(
+        f"Python {sys.version.split()[0]}, websockets {websockets.__version__}, "
+        f"wsproto {wsproto.__version__}, wsserver C masking "
+        f"{'built' if HAS_SPEEDUPS else 'NOT built'}; best of {rounds} rounds\n"
+    )
+    print(
+        "| scenario | unit | wsserver | websockets | wsproto "
+        "| wsserver/websockets | wsserver/wsproto | target |"
+    )
+    print("|---|---|--:|--:|--:|--:|--:|---|")
+    for scenario in SCENARIOS:
+        rates = {}
+        for contender in contenders:
+            work, units = scenario.prepare(contender)
+            rates[contender.name] = best_rate(work, units, rounds) / scenario.scale
+        ours = rates["wsserver"]
+        print(
+            f"| {scenario.label} | {scenario.unit} "
+            f"| {format_rate(ours)} | {format_rate(rates['websockets'])} "
+            f"| {format_rate(rates['wsproto'])} "
+            f"| {ours / rates['websockets']:.2f}x | {ours / rates['wsproto']:.2f}x "
+            f"| {scenario.target} |",
+            flush=True,
+        )
+
+    if args.profile:
+        profile_wsserver(contenders[0])
+
+
+if __name__ == "__main__":
+    main()
