@@ -574,6 +574,9 @@ class WebSocketServerProtocol:
             if request is None:
                 return False
             response = await self._build_response(request)
+            # Whoever recorded why the handshake failed (the protocol's checks,
+            # an auth hook) logged it already: one line per refusal.
+            explained = self.protocol.handshake_exc is not None
             self.response_headers = response.headers
             self.protocol.send_response(response)
             await self._flush()
@@ -582,9 +585,10 @@ class WebSocketServerProtocol:
                     "connection open: %s from %s", self.path, _address(self.remote_address)
                 )
                 return True
-            self.logger.info(
-                "connection rejected (%d %s)", response.status_code, response.reason_phrase
-            )
+            if not explained:
+                self.logger.info(
+                    "connection rejected (%d %s)", response.status_code, response.reason_phrase
+                )
             return False
         if scope.cancelled_caught:
             self.logger.info("opening handshake timed out after %ss", self.open_timeout)
