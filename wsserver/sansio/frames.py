@@ -135,9 +135,9 @@ def parse_frame(
     connection's.
 
     :param mask_required: reject unmasked frames (a server's frames come masked).
-    :param max_size: reject a payload longer than this many bytes.
+    :param max_size: reject a data frame's payload longer than this many bytes.
     :raises ProtocolError: on any violation of RFC 6455 section 5.
-    :raises PayloadTooBig: if the payload is longer than ``max_size``.
+    :raises PayloadTooBig: if a data frame's payload is longer than ``max_size``.
     :raises EOFError: if the stream ends inside the frame.
     """
     first, second = yield from reader.read_exact(2)
@@ -166,7 +166,9 @@ def parse_frame(
             raise ProtocolError("payload length has its most significant bit set")
         if length < 65536:
             raise ProtocolError("payload length not minimally encoded")
-    if max_size is not None and length > max_size:
+    # Control frames are not part of a message: they are capped at 125 bytes
+    # above and must not eat into the budget of a message they interrupt.
+    if max_size is not None and length > max_size and opcode < Opcode.CLOSE:
         raise PayloadTooBig(f"frame of {length} bytes exceeds limit of {max_size} bytes")
 
     if masked:
