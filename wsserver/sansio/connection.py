@@ -533,7 +533,7 @@ class ServerConnection:
             if self._state is State.OPEN:
                 while self.close_rcvd is None:
                     frame = yield from parse_frame(
-                        self._reader, max_size=self._frame_budget()
+                        self._reader, max_size=self._wire_budget()
                     )
                     self._receive_frame(frame)
         except EOFError:
@@ -571,6 +571,15 @@ class ServerConnection:
         if self.max_size is None:
             return None
         return self.max_size - self._received_bytes
+
+    def _wire_budget(self) -> int | None:
+        # A message of max_size bytes may arrive deflated into a slightly longer
+        # payload (stored blocks cost 5 bytes each, down to 128-byte blocks):
+        # allow for that on the wire; the extension then bounds what it inflates.
+        budget = self._frame_budget()
+        if budget is None or not self.extensions:
+            return budget
+        return budget + budget // 16 + 64
 
     def _receive_frame(self, frame: Frame) -> None:
         if self._debug:
