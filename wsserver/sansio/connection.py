@@ -632,6 +632,12 @@ class ServerConnection:
             self._utf8.decode(frame.data, final=frame.fin)
         except UnicodeDecodeError as exc:
             raise InvalidUTF8(f"invalid UTF-8 in text message: {exc.reason}") from None
+        # CPython's decoder rejects every impossible prefix at once except a
+        # surrogate's (ED A0..BF), which it buffers until the third byte; fail
+        # fast on it too rather than wait for the next fragment.
+        pending = self._utf8.getstate()[0]
+        if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+            raise InvalidUTF8("invalid UTF-8 in text message: surrogate")
 
     def _receive_control(self, frame: Frame) -> None:
         opcode = frame.opcode
