@@ -215,10 +215,14 @@ class WebSocketServerProtocol:
         self._fragments: list[bytes] = []
         self._message_waiter: anyio.Event | None = None
         self._reading_paused: anyio.Event | None = None
-        self._write_lock = anyio.Lock(fast_acquire=True)
+        self._writing = False
+        self._write_done: anyio.Event | None = None
         self._sending_fragments: anyio.Event | None = None
         self._pings: dict[bytes, PongWaiter] = {}
         self._closed_event = anyio.Event()
+        # The loop's own Event class, called directly: anyio.Event() looks the
+        # backend up on every call, and recv() makes one per wait.
+        self._new_event: Callable[[], anyio.Event] = type(self._closed_event)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._flush_scheduled = False
 
@@ -327,7 +331,7 @@ class WebSocketServerProtocol:
             if self.protocol.state is State.CLOSED:
                 await self._closed_event.wait()
                 continue
-            waiter = self._message_waiter = anyio.Event()
+            waiter = self._message_waiter = self._new_event()
             await waiter.wait()
         message = messages.popleft()
         if self._reading_paused is not None and len(messages) < self._queue_low_water():
@@ -431,23 +435,35 @@ class WebSocketServerProtocol:
             done.set()
 
     async def _flush(self) -> None:
-        """Write everything the protocol queued, in order, under the write lock."""
-        async with self._write_lock:
-            chunks = self.protocol.data_to_send()
-            if not chunks:
-                return
-            stream = self._stream
-            assert stream is not None
-            try:
-                for chunk in _coalesce(chunks):
-                    if chunk:
-                        await stream.send(chunk)
-                    else:
+        """Write everything the protocol queued, in order, one writer at a time."""
+        while self._writing:
+            # Another task is writing; if it does not take our bytes too, we
+            # write them once it is done.
+            if self._write_done is None:
+                self._write_done = self._new_event()
+            await self._write_done.wait()
+        chunks = self.protocol.data_to_send()
+        if not chunks:
+            return
+        stream = self._stream
+        assert stream is not None
+        self._writing = True
+        try:
+            for chunk in _coalesce(chunks):
+                if chunk:
+                    await stream.send(chunk)
+                else:
+                    with contextlib.suppress(NotImplementedError):  # TLS: no half-close
                         await stream.send_eof()
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                # The peer is gone; the reader will notice and close.
-                self.protocol.receive_eof()
-                raise self._closed_exception() from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            # The peer is gone; the reader will notice and close.
+            self.protocol.receive_eof()
+            raise self._closed_exception() from None
+        finally:
+            self._writing = False
+            done, self._write_done = self._write_done, None
+            if done is not None:
+                done.set()
 
     async def _flush_quietly(self) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -553,7 +569,10 @@ class WebSocketServerProtocol:
                     self.logger.error("opening handshake failed", exc_info=True)
                     opened = False
                 if not opened:
-                    await self._close_stream_after_handshake()
+                    # Linger only if a rejection is on its way to the client;
+                    # after a timeout or an EOF there is nothing left to read.
+                    if self.protocol.state is State.CLOSING:
+                        await self._close_stream_after_handshake()
                     task_group.cancel_scope.cancel()
                     return
                 task_group.start_soon(self._read_loop)
@@ -693,7 +712,7 @@ class WebSocketServerProtocol:
             while protocol.state is not State.CLOSED:
                 if max_queue is not None and len(messages) >= max_queue:
                     # Back-pressure: the handler is behind; stop reading the socket.
-                    self._reading_paused = paused = anyio.Event()
+                    self._reading_paused = paused = self._new_event()
                     await paused.wait()
                     continue
                 try:
