@@ -1,0 +1,34 @@
+"""WebSocket echo: the websockets library's Trio server (``websockets.trio.server``)."""
+
+from __future__ import annotations
+
+import functools
+
+import trio
+from _common import HOST, MAX_MESSAGE_BYTES, announce_ready, parse_port
+from websockets.trio.server import ServerConnection, serve
+
+
+async def echo(websocket: ServerConnection) -> None:
+    async for message in websocket:
+        await websocket.send(message)
+
+
+async def main(port: int) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(
+                serve,
+                echo,
+                port,
+                host=HOST,
+                compression=None,
+                ping_interval=None,
+                max_size=MAX_MESSAGE_BYTES,
+            )
+        )
+        announce_ready()
+
+
+if __name__ == "__main__":
+    trio.run(main, parse_port())
