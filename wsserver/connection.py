@@ -83,6 +83,9 @@ Handler: TypeAlias = Callable[..., Awaitable[Any]]
 DEFAULT_SERVER_HEADER: str = f"Python/{platform.python_version()} wsserver/{__version__}"
 _OK_CODES = {CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY}
 
+HANDLER_READ_GRACE = 0.1
+"""Seconds the background reader leaves the socket to a handler that calls recv()."""
+
 
 class _ConnectionAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Prefixes every log line with the connection's short id."""
@@ -220,11 +223,17 @@ class WebSocketServerProtocol:
         self._sending_fragments: anyio.Event | None = None
         self._pings: dict[bytes, PongWaiter] = {}
         self._closed_event = anyio.Event()
+        self._close_timer_started = False
         # The loop's own Event class, called directly: anyio.Event() looks the
         # backend up on every call, and recv() makes one per wait.
         self._new_event: Callable[[], anyio.Event] = type(self._closed_event)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._flush_scheduled = False
+        self._in_recv = False
+        self._recv_called = False
+        self._reading = False
+        self._reader_idle: anyio.Event | None = None
+        self._reader_kick: anyio.Event | None = None
 
     # Properties -------------------------------------------------------------------
 
@@ -324,16 +333,26 @@ class WebSocketServerProtocol:
         :raises ConnectionClosedOK: once the connection closed normally.
         :raises ConnectionClosedError: once it closed with an error.
         """
-        messages = self._messages
-        while not messages:
-            if self._closed_event.is_set():
-                raise self._closed_exception()
-            if self.protocol.state is State.CLOSED:
-                await self._closed_event.wait()
-                continue
-            waiter = self._message_waiter = self._new_event()
-            await waiter.wait()
-        message = messages.popleft()
+        if self._in_recv:
+            raise RuntimeError("recv() is already waiting for the next message in another task")
+        self._in_recv = True
+        self._recv_called = True
+        try:
+            messages = self._messages
+            while not messages:
+                if self._closed_event.is_set():
+                    raise self._closed_exception()
+                if self._reading or self.protocol.state is State.CLOSED:
+                    # The background reader has the socket: wait for what it delivers.
+                    waiter = self._message_waiter = self._new_event()
+                    await waiter.wait()
+                else:
+                    # Read in this task: no hand-over between tasks per message.
+                    await self._read_chunk()
+            message = messages.popleft()
+        finally:
+            self._in_recv = False
+            self._message_waiter = None
         if self._reading_paused is not None and len(messages) < self._queue_low_water():
             self._reading_paused.set()
             self._reading_paused = None
@@ -483,7 +502,7 @@ class WebSocketServerProtocol:
 
     def buffered_amount(self) -> int:
         """Bytes queued by the protocol but not yet handed to the socket."""
-        return sum(len(chunk) for chunk in self.protocol._writes)
+        return self.protocol.bytes_to_send()
 
     async def ping(self, data: str | bytes | None = None) -> PongWaiter:
         """Send a ping; return a :class:`PongWaiter` to await the matching pong.
@@ -527,6 +546,9 @@ class WebSocketServerProtocol:
         if self.protocol.state is State.OPEN:
             with contextlib.suppress(InvalidState):
                 self.protocol.send_close(code, reason)
+            # Started before writing: a peer that does not read could block the write.
+            self._start_close_timer()
+            self._kick_reader()
             await self._flush_quietly()
         await self.wait_closed()
 
@@ -694,37 +716,91 @@ class WebSocketServerProtocol:
                         self.protocol.send_close(CloseCode.NORMAL_CLOSURE, "")
 
     async def _close_with_timeout(self) -> None:
+        self._start_close_timer()
+        self._kick_reader()
         await self._flush_quietly()
-        with anyio.move_on_after(_forever(self.close_timeout)) as scope:
-            await self._closed_event.wait()
-        if scope.cancelled_caught:
-            self.logger.info("closing handshake timed out after %ss", self.close_timeout)
+        await self._closed_event.wait()
 
-    async def _read_loop(self) -> None:
-        """Read from the socket, feed the protocol, deliver messages, until EOF."""
+    def _start_close_timer(self) -> None:
+        """Drop TCP unless the connection closes within ``close_timeout``; once per connection.
+
+        Whoever starts the closing handshake (:meth:`close`, the end of the
+        handler, a protocol error, the peer's close frame) starts the timer.
+        """
+        if self._close_timer_started or self._task_group is None:
+            return
+        self._close_timer_started = True
+        self._task_group.start_soon(self._close_timer)
+
+    async def _close_timer(self) -> None:
+        with anyio.move_on_after(_forever(self.close_timeout)):
+            await self._closed_event.wait()
+            return
+        self.logger.info("closing handshake timed out after %ss", self.close_timeout)
+        await self._abort()
+        self._connection_closed()
+
+    async def _read_chunk(self) -> None:
+        """Read once from the socket and act on it; the caller must hold no read."""
         stream = self._stream
         assert stream is not None
         protocol = self.protocol
-        read_limit = self.read_limit
+        self._reading = True
+        try:
+            try:
+                data = await stream.receive(self.read_limit)
+            except (anyio.EndOfStream, anyio.BrokenResourceError,
+                    anyio.ClosedResourceError, OSError):
+                protocol.receive_eof()
+            else:
+                protocol.receive_data(data)
+            self._handle_events(protocol.events_received())
+            if protocol.close_expected():
+                self._start_close_timer()
+            if protocol.has_data_to_send():
+                await self._flush_quietly()
+        finally:
+            self._reading = False
+            idle, self._reader_idle = self._reader_idle, None
+            if idle is not None:
+                idle.set()
+        if protocol.state is State.CLOSED:
+            self._connection_closed()
+
+    def _kick_reader(self) -> None:
+        """Make the background reader read now rather than leave the socket to recv()."""
+        self._recv_called = False
+        kick, self._reader_kick = self._reader_kick, None
+        if kick is not None:
+            kick.set()
+
+    async def _read_loop(self) -> None:
+        """Read whenever the handler does not: pongs, pings and closes must not wait.
+
+        While the handler keeps calling :meth:`recv`, recv() reads the socket
+        itself and this task only looks in every :data:`HANDLER_READ_GRACE`
+        seconds; when the handler is busy elsewhere, this task reads and
+        queues messages, up to ``max_queue`` of them.
+        """
+        protocol = self.protocol
         max_queue = self.max_queue
         messages = self._messages
         try:
             while protocol.state is not State.CLOSED:
-                if max_queue is not None and len(messages) >= max_queue:
+                if self._recv_called:
+                    self._recv_called = False
+                    kick = self._reader_kick = self._new_event()
+                    with anyio.move_on_after(HANDLER_READ_GRACE):
+                        await kick.wait()
+                elif self._reading:
+                    idle = self._reader_idle = self._new_event()
+                    await idle.wait()
+                elif max_queue is not None and len(messages) >= max_queue:
                     # Back-pressure: the handler is behind; stop reading the socket.
-                    self._reading_paused = paused = self._new_event()
+                    paused = self._reading_paused = self._new_event()
                     await paused.wait()
-                    continue
-                try:
-                    data = await stream.receive(read_limit)
-                except (anyio.EndOfStream, anyio.BrokenResourceError,
-                        anyio.ClosedResourceError, OSError):
-                    protocol.receive_eof()
                 else:
-                    protocol.receive_data(data)
-                self._handle_events(protocol.events_received())
-                if protocol._writes:
-                    await self._flush_quietly()
+                    await self._read_chunk()
         finally:
             self._connection_closed()
 
@@ -810,7 +886,9 @@ class WebSocketServerProtocol:
         for waiter in self._pings.values():
             waiter._resolve(None)
         self._pings.clear()
-        for event in (self._message_waiter, self._reading_paused):
+        for event in (
+            self._message_waiter, self._reading_paused, self._reader_idle, self._reader_kick
+        ):
             if event is not None:
                 event.set()
         if self.protocol.handshake_exc is None:

@@ -272,6 +272,14 @@ class ServerConnection:
         writes, self._writes = self._writes, []
         return writes
 
+    def has_data_to_send(self) -> bool:
+        """Tell whether :meth:`data_to_send` has anything, an EOF marker included."""
+        return bool(self._writes)
+
+    def bytes_to_send(self) -> int:
+        """Count the bytes waiting in :meth:`data_to_send`."""
+        return sum(map(len, self._writes))
+
     def close_expected(self) -> bool:
         """Tell whether the TCP connection should close soon.
 
