@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import anyio.to_thread
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as _ws_connect
@@ -88,7 +89,7 @@ class RawClient:
     :param stream: the connected byte stream.
     """
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream | SocketClientStream) -> None:
         self.stream = stream
         self.reader = StreamReader()
         self.status: int | None = None
@@ -106,10 +107,17 @@ class RawClient:
         :raises AssertionError: if the server does not answer 101.
         """
         client = await cls.connect(port)
-        await client.stream.send(handshake_request(path))
-        await client.read_response_head()
-        assert client.status == 101, client.status
+        await client.handshake(path)
         return client
+
+    async def handshake(self, path: str = "/") -> None:
+        """Do the opening handshake on an already connected stream.
+
+        :raises AssertionError: if the server does not answer 101.
+        """
+        await self.stream.send(handshake_request(path))
+        await self.read_response_head()
+        assert self.status == 101, self.status
 
     async def read_response_head(self) -> None:
         """Read the HTTP response's status line and headers."""
@@ -187,14 +195,75 @@ def _read_head(reader: StreamReader) -> Generator[None, None, list[str]]:
         lines.append(line)
 
 
-def nonblocking_socket(port: int, *, receive_buffer: int | None = None,
-                       send_buffer: int | None = None) -> socket.socket:
-    """A connected, non-blocking TCP socket with optionally small kernel buffers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if receive_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    if send_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-    sock.connect(("127.0.0.1", port))
-    sock.setblocking(False)
-    return sock
+class SocketClientStream:
+    """A byte stream over a plain non-blocking socket, for tests that need its buffers.
+
+    Unlike anyio's streams it can write part of a buffer and say how much
+    went out (:meth:`try_send`), which is what measuring back-pressure takes.
+    It has the ``send`` / ``receive`` / ``aclose`` methods :class:`RawClient` uses.
+
+    :param port: the TCP port on 127.0.0.1 to connect to.
+    :param receive_buffer: ``SO_RCVBUF`` to set before connecting, if any.
+    :param send_buffer: ``SO_SNDBUF`` to set before connecting, if any.
+    """
+
+    def __init__(
+        self, port: int, *, receive_buffer: int | None = None, send_buffer: int | None = None
+    ) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        if send_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        # The kernel completes a loopback connection without the server's
+        # accept(), so this blocking connect does not hold the event loop up.
+        sock.settimeout(CLIENT_TIMEOUT_SECONDS)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        self.sock = sock
+
+    def try_send(self, data: bytes | memoryview) -> int:
+        """Write what the kernel takes now, without waiting; return how many bytes."""
+        try:
+            return self.sock.send(data)
+        except BlockingIOError:
+            return 0
+
+    async def wait_writable(self, timeout: float) -> bool:
+        """Wait until the socket takes more bytes; false if it did not within ``timeout``."""
+        with anyio.move_on_after(timeout):
+            await anyio.wait_writable(self.sock)
+            return True
+        return False
+
+    async def send(self, data: bytes) -> None:
+        """Write all of ``data``."""
+        view = memoryview(data)
+        while view:
+            sent = self.try_send(view)
+            view = view[sent:]
+            if view:
+                await anyio.wait_writable(self.sock)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Read up to ``max_bytes``.
+
+        :raises anyio.EndOfStream: once the server closed its side.
+        :raises anyio.BrokenResourceError: if the connection was reset.
+        """
+        while True:
+            try:
+                data = self.sock.recv(max_bytes)
+            except BlockingIOError:
+                await anyio.wait_readable(self.sock)
+                continue
+            except ConnectionError as exc:
+                raise anyio.BrokenResourceError from exc
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
+    async def aclose(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+        await anyio.lowlevel.checkpoint()
