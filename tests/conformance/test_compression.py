@@ -107,7 +107,8 @@ class ClientInflater:
         if self._decompressor is None or self._no_context_takeover:
             self._decompressor = zlib.decompressobj(wbits=-self._bits)
         decompressor = self._decompressor
-        output, data = [], payload + TAIL
+        output: list[bytes] = []
+        data = payload + TAIL
         while True:
             chunk = decompressor.decompress(data, 1)
             data = decompressor.unconsumed_tail
@@ -487,7 +488,7 @@ async def test_other_reserved_bits_still_close_with_1002(port: int, rsv: str) ->
     with anyio.fail_after(CASE_SECONDS):
         async with RawClient.connect(port, extensions=OFFER) as client:
             await client.send_frame(TEXT, ClientDeflater().compress(b"x"), rsv1=True,
-                                    **{rsv: True})
+                                    rsv2=rsv == "rsv2", rsv3=rsv == "rsv3")
             await client.expect_close(1002)
 
 
