@@ -564,10 +564,15 @@ class WebSocketServerProtocol:
 
         return ConnectionClosedError(self.protocol.close_rcvd, self.protocol.close_sent)
 
-    async def _abort(self) -> None:
-        """Drop the TCP connection now."""
+    async def _abort(self, *, flush_timeout: float = 0.0) -> None:
+        """Drop the TCP connection, letting queued bytes flush for ``flush_timeout`` seconds.
+
+        Bounded because closing a stream may wait for its buffer to drain
+        (asyncio does), which never happens when the peer stopped reading.
+        """
         if self._stream is not None:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + flush_timeout
                 await self._stream.aclose()
         self.protocol.receive_eof()
 
@@ -605,7 +610,7 @@ class WebSocketServerProtocol:
                 task_group.cancel_scope.cancel()
         finally:
             self._task_group = None
-            await self._abort()
+            await self._abort(flush_timeout=_forever(self.close_timeout))
             self._connection_closed()
 
     async def _open(self) -> bool:
