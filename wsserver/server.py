@@ -117,7 +117,7 @@ class WebSocketServer:
 
     @property
     def sockets(self) -> list[socket.socket]:
-        """The listening sockets."""
+        """The listening sockets; empty once the server stopped listening."""
         found = []
         for listener in self._listeners:
             for sub in getattr(listener, "listeners", [listener]):
@@ -171,7 +171,9 @@ class WebSocketServer:
             self.logger.info("server closed")
 
     async def _close_listeners(self) -> None:
-        listeners, self._listeners_closed = self._listeners, True
+        # Forget them: a closed listener has no sockets to report (asyncio's
+        # Server.sockets is empty once closed, too).
+        listeners, self._listeners = self._listeners, []
         for listener in listeners:
             try:
                 await listener.aclose()

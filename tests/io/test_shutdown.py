@@ -194,3 +194,11 @@ async def test_cancelling_the_task_group_drops_every_connection() -> None:
         await server.wait_closed()
     assert handler_exits == ["exited"]
     assert not server.is_serving()
+
+
+async def test_sockets_is_empty_once_the_server_is_closed() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with running_server(wait_for_close) as (server, uri):
+            assert [s.getsockname()[1] for s in server.sockets] == [port_of(uri)]
+            await server.aclose()
+            assert server.sockets == []
