@@ -69,6 +69,12 @@ class StreamReader:
                 self._offset = 0
         return data
 
+    def read_now(self, n: int) -> bytes | None:
+        """Take exactly ``n`` bytes if they are buffered, else ``None``; never waits."""
+        if len(self._buffer) - self._offset < n:
+            return None
+        return self._take(n)
+
     def read_exact(self, n: int) -> Generator[None, None, bytes]:
         """Read exactly ``n`` bytes.
 
