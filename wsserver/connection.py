@@ -472,8 +472,12 @@ class WebSocketServerProtocol:
                 if chunk:
                     await stream.send(chunk)
                 else:
-                    with contextlib.suppress(NotImplementedError):  # TLS: no half-close
+                    try:
                         await stream.send_eof()
+                    except NotImplementedError:
+                        # TLS cannot half-close. Closing outright is what the
+                        # peer waits for: the server closes TCP first.
+                        await stream.aclose()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             # The peer is gone; the reader will notice and close.
             self.protocol.receive_eof()
