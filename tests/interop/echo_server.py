@@ -9,7 +9,9 @@ connections, as in ``/echo?case=close-4000``):
   message in two, then echo;
 * ``/ping``: ping the client, wait for its pong, send ``"pong received"``, then echo;
 * ``/close``: close at once with code 4001 and reason ``"server says bye"``;
-* ``/forbidden``: rejected with 403 by ``process_request``.
+* ``/forbidden``: rejected with 403 by ``process_request``;
+* ``/report``: keep every message received in :attr:`EchoRecorder.reports`
+  (how a browser page reports its results).
 
 Once a connection has ended, its :class:`Session` is recorded, so that tests
 can check what the server saw: subprotocol, handshake headers, close code and
@@ -85,7 +87,10 @@ class EchoRecorder:
         self.sessions: list[Session] = []
         self.pages = pages or {}
         """Plain HTTP pages to serve: path -> (content type, body)."""
+        self.reports: list[str | bytes] = []
+        """Messages received on ``/report``."""
         self._recorded = anyio.Event()
+        self._reported = anyio.Event()
 
     def process_request(self, path: str, request_headers: Headers) -> Any:
         """Reject ``/forbidden`` with 403; serve :attr:`pages`; let the rest through."""
@@ -103,6 +108,11 @@ class EchoRecorder:
         received = 0
         pong_received = False
         try:
+            if route == "/report":
+                async for message in websocket:
+                    self.reports.append(message)
+                    self._reported.set()
+                return
             if route == "/close":
                 await websocket.close(SERVER_CLOSE_CODE, SERVER_CLOSE_REASON)
                 return
@@ -149,6 +159,16 @@ class EchoRecorder:
                         return session
                 self._recorded = anyio.Event()
                 await self._recorded.wait()
+
+
+    async def report(self, timeout_seconds: float) -> str | bytes:
+        """Wait (bounded) for the first message on ``/report``; return it.
+
+        :raises TimeoutError: if none arrives within ``timeout_seconds``.
+        """
+        with anyio.fail_after(timeout_seconds):
+            await self._reported.wait()
+        return self.reports[0]
 
 
 @asynccontextmanager
