@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wsserver.sansio import ServerConnection
 from wsserver.sansio.exceptions import NegotiationError, PayloadTooBig, ProtocolError
 from wsserver.sansio.extensions import (
     ExtensionParameter,
@@ -24,6 +25,8 @@ from wsserver.sansio.extensions import (
     enable_server_permessage_deflate,
 )
 from wsserver.sansio.frames import Frame, Opcode
+
+from .helpers import client_frame, handshake_request, sent_frames
 
 TAIL = b"\x00\x00\xff\xff"
 MiB = 1024 * 1024
@@ -727,3 +730,38 @@ def test_arbitrary_compressed_payload_inflates_or_fails_cleanly(garbage: bytes) 
         assert exc.code in (1002, 1009)
     else:
         assert len(frame.data) <= MiB
+
+
+# Through ServerConnection: max_size applies to the inflated message ---------------
+
+
+def deflate_connection(max_size: int) -> ServerConnection:
+    """An open connection that negotiated permessage-deflate, its output drained."""
+    connection = ServerConnection(extensions=[ServerPerMessageDeflateFactory()], max_size=max_size)
+    offer = ("Sec-WebSocket-Extensions", "permessage-deflate")
+    connection.receive_data(handshake_request(extra=[offer]))
+    (request,) = connection.events_received()
+    connection.send_response(connection.accept(request))
+    connection.data_to_send()
+    return connection
+
+
+@pytest.mark.parametrize("excess", [0, 1])
+def test_max_size_counts_inflated_bytes_even_when_deflate_makes_the_frame_longer(
+    excess: int,
+) -> None:
+    # Random bytes grow when deflated: a message of exactly max_size bytes
+    # arrives in a longer frame and must still be accepted (found by interop).
+    max_size = 2**16
+    message = os.urandom(max_size + excess)
+    payload = client_compress(client_compressor(), message)
+    assert len(payload) > max_size
+    connection = deflate_connection(max_size)
+    connection.receive_data(client_frame(Opcode.BINARY, payload, rsv=0b100))
+    if excess == 0:
+        (frame,) = connection.events_received()
+        assert frame.data == message
+    else:
+        frames, _ = sent_frames(connection)
+        assert frames[-1].opcode is Opcode.CLOSE
+        assert frames[-1].data[:2] == (1009).to_bytes(2, "big")
