@@ -14,7 +14,8 @@ from wsserver.sansio import (
     ServerConnection,
     State,
 )
-from wsserver.sansio.http11 import MAX_HEADERS, MAX_LINE_BYTES, serialize_response
+from wsserver.sansio.http11 import MAX_HEADERS, MAX_LINE_BYTES, parse_request, serialize_response
+from wsserver.sansio.streams import StreamReader
 
 from .helpers import handshake_request
 
@@ -435,7 +436,8 @@ def test_headers_accept_mappings_pairs_headers_and_keywords() -> None:
     headers = Headers(Headers({"A": "1"}), [("B", "2")], {"C": "3"}, D="4")
 
     assert [headers[name] for name in "abcd"] == ["1", "2", "3", "4"]
-    assert list(headers) == ["a", "b", "c", "d"]
+    # Iteration gives names as first spelled, so dict(headers) keeps them.
+    assert list(headers) == ["A", "B", "C", "D"]
 
 
 def test_headers_update_adds_values() -> None:
@@ -464,3 +466,16 @@ def test_headers_are_unhashable() -> None:
 
 def test_headers_repr_shows_raw_items() -> None:
     assert repr(Headers({"A": "1"})) == "Headers([('A', '1')])"
+
+
+@pytest.mark.parametrize(
+    "host_lines",
+    [pytest.param(b"", id="missing"), pytest.param(b"Host: a\r\nHost: b\r\n", id="repeated")],
+)
+def test_request_without_exactly_one_host_header_is_invalid(host_lines: bytes) -> None:
+    reader = StreamReader()
+    reader.feed_data(b"GET / HTTP/1.1\r\n" + host_lines + b"Upgrade: websocket\r\n\r\n")
+    parser = parse_request(reader)
+
+    with pytest.raises(InvalidMessage, match="Host"):
+        next(parser)

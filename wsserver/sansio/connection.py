@@ -466,7 +466,7 @@ class ServerConnection:
         """Queue a ping frame.
 
         :raises InvalidState: if the connection is not open.
-        :raises ProtocolError: if ``data`` is longer than 125 bytes.
+        :raises ValueError: if ``data`` is longer than 125 bytes.
         """
         self._send_control(Opcode.PING, data)
 
@@ -474,14 +474,14 @@ class ServerConnection:
         """Queue a pong frame (received pings are answered automatically).
 
         :raises InvalidState: if the connection is not open.
-        :raises ProtocolError: if ``data`` is longer than 125 bytes.
+        :raises ValueError: if ``data`` is longer than 125 bytes.
         """
         self._send_control(Opcode.PONG, data)
 
     def _send_control(self, opcode: Opcode, data: bytes) -> None:
         self._check_open()
         if len(data) > 125:
-            raise ProtocolError("control frame payload longer than 125 bytes")
+            raise ValueError("control frame payload longer than 125 bytes")
         self._send_frame(Frame(opcode, data))
 
     def fail(self, code: int, reason: str = "") -> None:

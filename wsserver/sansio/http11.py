@@ -45,11 +45,13 @@ class Headers(MutableMapping[str, str]):
     on the wire; ``del headers[name]`` removes every value.
     """
 
-    __slots__ = ("_index", "_items")
+    __slots__ = ("_index", "_items", "_names")
 
     def __init__(self, *args: HeadersLike, **kwargs: str) -> None:
         self._items: list[tuple[str, str]] = []
         self._index: dict[str, list[str]] = {}
+        # Lowercase name -> the spelling it first arrived with, for iteration.
+        self._names: dict[str, str] = {}
         for arg in args:
             self.update(arg)
         self.update(kwargs)
@@ -74,18 +76,25 @@ class Headers(MutableMapping[str, str]):
 
     def __setitem__(self, name: str, value: str) -> None:
         self._items.append((name, value))
-        self._index.setdefault(name.lower(), []).append(value)
+        key = name.lower()
+        values = self._index.get(key)
+        if values is None:
+            self._index[key] = [value]
+            self._names[key] = name
+        else:
+            values.append(value)
 
     def __delitem__(self, name: str) -> None:
         key = name.lower()
         del self._index[key]
+        del self._names[key]
         self._items = [(n, v) for n, v in self._items if n.lower() != key]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._index
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
+        return iter(self._names.values())
 
     def __len__(self) -> int:
         return len(self._index)
@@ -119,6 +128,7 @@ class Headers(MutableMapping[str, str]):
         """Remove every header."""
         self._items.clear()
         self._index.clear()
+        self._names.clear()
 
 
 HeadersLike: TypeAlias = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
@@ -169,7 +179,7 @@ def parse_request(
     :raises RequestTooLarge: if a line passes ``max_line_bytes`` or the
         headers pass ``max_headers``.
     :raises InvalidMessage: if the bytes are not a valid HTTP/1.1 GET request
-        without a body.
+        with one ``Host`` header and without a body.
     :raises EOFError: if the stream ends before the request is complete.
     """
     try:
@@ -213,6 +223,9 @@ def parse_request(
             raise InvalidMessage(f"invalid header value: {line[:80]!r}")
         headers[name.decode("ascii")] = _decode_latin1(value)
 
+    # RFC 9112 section 3.2: exactly one Host header, or 400.
+    if len(headers.get_all("Host")) != 1:
+        raise InvalidMessage("request must have exactly one Host header")
     # A handshake request has no body; refusing one avoids request smuggling.
     if "Transfer-Encoding" in headers:
         raise InvalidMessage("request with Transfer-Encoding is not supported")
