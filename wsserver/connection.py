@@ -636,8 +636,12 @@ class WebSocketServerProtocol:
                 )
                 return True
             if not explained:
+                # A 2xx/3xx from process_request is an answer (a page, a health
+                # check), not a refusal: say which.
+                what = "rejected" if response.status_code >= 400 else "answered over HTTP"
                 self.logger.info(
-                    "connection rejected (%d %s)", response.status_code, response.reason_phrase
+                    "%s %s (%d %s)", self.path, what, response.status_code,
+                    response.reason_phrase,
                 )
             return False
         if scope.cancelled_caught:
