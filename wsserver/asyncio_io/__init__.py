@@ -11,10 +11,8 @@ is closed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
-
-import anyio
 
 from .. import server as shared
 from ..connection import Handler, WebSocketServerProtocol
@@ -23,10 +21,22 @@ from ..server import WebSocketServer
 __all__ = ["WebSocketServer", "WebSocketServerProtocol", "serve", "unix_serve"]
 
 
+class _FutureStatus:
+    """The ``task_status`` given to ``serve``: resolves a future once the server listens."""
+
+    def __init__(self, future: asyncio.Future[WebSocketServer]) -> None:
+        self._future = future
+
+    def started(self, value: WebSocketServer) -> None:
+        self._future.set_result(value)
+
+
 class _Serve:
     """Awaitable and async context manager that starts a server in the background."""
 
-    def __init__(self, start: Callable[..., Awaitable[None]], *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, start: Callable[..., Coroutine[Any, Any, None]], *args: Any, **kwargs: Any
+    ) -> None:
         self._start = start
         self._args = args
         self._kwargs = kwargs
@@ -36,12 +46,12 @@ class _Serve:
         loop = asyncio.get_running_loop()
         started: asyncio.Future[WebSocketServer] = loop.create_future()
 
-        async def run() -> None:
-            async with anyio.create_task_group() as task_group:
-                server = await task_group.start(self._run_server)
-                started.set_result(server)
-
-        task = loop.create_task(run())
+        # serve() runs as the task itself, not under a task group of ours:
+        # a failure to start then reaches the caller as itself (an OSError),
+        # not wrapped in an exception group.
+        task = loop.create_task(
+            self._start(*self._args, task_status=_FutureStatus(started), **self._kwargs)
+        )
         # The task ends with the server; keep it referenced and report a
         # failure to start (for example an address in use) to the caller.
         try:
@@ -52,9 +62,6 @@ class _Serve:
         server._owner_task = task  # type: ignore[attr-defined]
         self._server = server
         return server
-
-    async def _run_server(self, *, task_status: anyio.abc.TaskStatus[WebSocketServer]) -> None:
-        await self._start(*self._args, task_status=task_status, **self._kwargs)
 
     def __await__(self) -> Generator[Any, None, WebSocketServer]:
         return self._launch().__await__()
