@@ -39,7 +39,9 @@ RECEIVE_TIMEOUT_SECONDS = 10.0
 
 
 @asynccontextmanager
-async def ws_connect(url: str, **options: Any) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+async def ws_connect(
+    url: str, **options: Any
+) -> AsyncIterator[aiohttp.ClientWebSocketResponse[bool]]:
     """Open a session (ignoring proxies from the environment) and connect."""
     if hasattr(aiohttp, "ClientWSTimeout"):  # aiohttp 3.10 and later
         options["timeout"] = aiohttp.ClientWSTimeout(

@@ -6,7 +6,9 @@ server, lets Chromium run every check in it (against that server, a second
 one without compression, and the demo started as ``python -m wsserver
 --backend <backend>``), and collects the page's JSON report plus what the
 servers recorded. The tests below then assert one check each. Chromium also
-dumps the demo's own page (``--dump-dom``).
+dumps the demo's own page (``--dump-dom``). A page cannot send pings or
+fragmented messages, nor choose its permessage-deflate offer: those are
+checked with the other clients.
 
 Chromium comes from Debian's ``chromium`` package (``python3 dev.py test``
 installs it). When it is missing the tests fail under CI (``CI=true``) and

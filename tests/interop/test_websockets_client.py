@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.sync.client import connect as sync_connect
+from websockets.typing import Subprotocol
 
 from .echo_server import (
     FRAGMENTED_BINARY,
@@ -139,7 +140,7 @@ async def test_client_ping_is_answered_with_a_pong(flavour: str) -> None:
 
     def sync_client() -> bool:
         with sync_connect(url + "/echo", **CLIENT_OPTIONS) as ws:
-            return ws.ping(b"client ping").wait(RECV_TIMEOUT_SECONDS)
+            return bool(ws.ping(b"client ping").wait(RECV_TIMEOUT_SECONDS))
 
     async with echo_server() as (_, url):
         assert await run_client(flavour, async_client, sync_client)
@@ -275,17 +276,20 @@ async def test_no_compression_when_the_server_disables_it(flavour: str) -> None:
 async def test_subprotocol_is_negotiated(
     flavour: str, offered: list[str], expected: str | None
 ) -> None:
+    subprotocols = [Subprotocol(name) for name in offered]
+
     async def async_client() -> str | None:
-        async with async_connect(url + "/echo", subprotocols=offered, **CLIENT_OPTIONS) as ws:
+        async with async_connect(url + "/echo", subprotocols=subprotocols, **CLIENT_OPTIONS) as ws:
             await ws.send("hi")
             await ws.recv()
             return ws.subprotocol
 
     def sync_client() -> str | None:
-        with sync_connect(url + "/echo", subprotocols=offered, **CLIENT_OPTIONS) as ws:
+        with sync_connect(url + "/echo", subprotocols=subprotocols, **CLIENT_OPTIONS) as ws:
             ws.send("hi")
             ws.recv(timeout=RECV_TIMEOUT_SECONDS)
-            return ws.subprotocol
+            subprotocol: str | None = ws.subprotocol
+            return subprotocol
 
     async with echo_server() as (recorder, url):
         subprotocol = await run_client(flavour, async_client, sync_client)
@@ -300,7 +304,7 @@ async def test_handshake_rejected_by_process_request_gets_403(flavour: str) -> N
             async with async_connect(url + "/forbidden", **CLIENT_OPTIONS):
                 pass
         except InvalidStatus as exc:
-            return exc.response.status_code, exc.response.body or b""
+            return exc.response.status_code, bytes(exc.response.body or b"")
         raise AssertionError("the handshake succeeded")
 
     def sync_client() -> tuple[int, bytes]:
@@ -308,7 +312,7 @@ async def test_handshake_rejected_by_process_request_gets_403(flavour: str) -> N
             with sync_connect(url + "/forbidden", **CLIENT_OPTIONS):
                 pass
         except InvalidStatus as exc:
-            return exc.response.status_code, exc.response.body or b""
+            return exc.response.status_code, bytes(exc.response.body or b"")
         raise AssertionError("the handshake succeeded")
 
     async with echo_server() as (recorder, url):
