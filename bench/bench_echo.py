@@ -192,7 +192,9 @@ def start_server(contender: Contender) -> Server:
 
 
 def stop_server(server: Server) -> None:
-    server.process.send_signal(signal.SIGINT)
+    # SIGTERM, not SIGINT: a shell running this script in the background makes
+    # its children ignore SIGINT. Nothing in a benchmark server needs cleaning up.
+    server.process.terminate()
     try:
         server.process.wait(timeout=5)
     except subprocess.TimeoutExpired:
@@ -329,6 +331,34 @@ def print_tables(
             top = value_of(results, key, numerator)
             bottom = value_of(results, key, denominator)
             cells.append(f"{top / bottom:.2f}x" if top and bottom else "-")
+        print("| " + " | ".join(cells) + " |")
+
+    print(
+        "\nServer CPU time per unit of work, from the same runs (lower is better; it"
+        " does not depend on\nwhether the client kept the server busy, and little on"
+        " other load on the machine):\n"
+    )
+    header = ["scenario", "unit", *names, *(label for label, _, _ in ratios)]
+    print("| " + " | ".join(header) + " |")
+    print("|---|---|" + "--:|" * (len(names) + len(ratios)))
+    for key, label, unit in rows:
+        if key == MEMORY_KEY:
+            continue
+        per_unit = unit.split("/")[0].replace("MB", "ms/MB").replace("msg", "µs/msg")
+        per_unit = per_unit.replace("conn", "µs/conn")
+        scale = 1e3 if "ms/" in per_unit else 1e6
+        costs = {}
+        for name in names:
+            measurement = results.best.get(key, {}).get(name)
+            if measurement is not None and measurement.server_cpu and measurement.value:
+                costs[name] = measurement.server_cpu / measurement.value * scale
+        cells = [label, per_unit]
+        cells += [f"{costs[name]:.1f}" if name in costs else "-" for name in names]
+        for _, numerator, denominator in ratios:
+            if numerator in costs and denominator in costs:
+                cells.append(f"{costs[numerator] / costs[denominator]:.2f}x")
+            else:
+                cells.append("-")
         print("| " + " | ".join(cells) + " |")
 
     print("\nCPU use during each measurement, client / server (1.00 = one core busy):\n")

@@ -3,6 +3,8 @@
 Run with::
 
     .venv/bin/python bench/bench_sansio.py [--rounds 9] [--quick] [--profile]
+    .venv/bin/py-spy record -r 1000 -f raw -o profile.txt -- \
+        .venv/bin/python bench/bench_sansio.py --spin small-buffer --seconds 10
 
 Every contender does the same work an I/O layer would ask of it:
 
@@ -17,11 +19,13 @@ Every contender does the same work an I/O layer would ask of it:
 ``websockets.server.ServerProtocol`` (``events_received()`` and
 ``data_to_send()`` called like ours); ``wsproto`` is
 ``wsproto.WSConnection(ConnectionType.SERVER)`` (``events()`` drained into a
-list). Each figure is the best of several timed rounds (``timeit``), so the
+list). Each figure is the best of several timed rounds (``timeit``), measured
+in CPU time of the process and interleaved across contenders, so that the
 noise of a busy machine mostly shows as a slower round that is thrown away.
 
 ``--profile`` runs wsserver's share of each scenario under ``cProfile`` and
-prints where the time goes.
+prints where the time goes; ``--spin KEY`` repeats one contender's share of
+one scenario, for a sampling profiler that reports lines (py-spy).
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ import os
 import pstats
 import struct
 import sys
+import time
 import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 SMALL_PAYLOAD_BYTES = 32
 SMALL_FRAME_COUNT = 10_000
@@ -201,6 +207,7 @@ def wsproto_contender() -> Contender:
 
 @dataclass
 class Scenario:
+    key: str
     label: str
     unit: str
     # Builds a zero-argument callable doing one round's work, and the number
@@ -239,25 +246,29 @@ def large_frame_scenario(contender: Contender) -> tuple[Callable[[], object], in
 
 
 SCENARIOS = [
-    Scenario("handshakes", "handshakes/s", handshake_scenario),
+    Scenario("handshake", "handshakes", "handshakes/s", handshake_scenario),
     Scenario(
+        "small-buffer",
         "32 B binary frames, one buffer",
         "frames/s",
         frames_scenario(OPCODE_BINARY, None),
         target="≥1.0x websockets, ≥1.5x wsproto",
     ),
     Scenario(
+        "small-chunks",
         "32 B binary frames, 4 KiB chunks",
         "frames/s",
         frames_scenario(OPCODE_BINARY, CHUNK_BYTES),
         target="≥1.0x websockets, ≥1.5x wsproto",
     ),
     Scenario(
+        "small-text",
         "32 B text frames, one buffer",
         "frames/s",
         frames_scenario(OPCODE_TEXT, None),
     ),
     Scenario(
+        "large",
         "1 MiB binary frame (unmasking)",
         "MB/s",
         large_frame_scenario,
@@ -267,14 +278,25 @@ SCENARIOS = [
 ]
 
 
-def best_rate(work: Callable[[], object], units: int, rounds: int) -> float:
-    """Units per second in the fastest of ``rounds`` timed rounds."""
-    timer = timeit.Timer(work)
-    calls = 1
-    while timer.timeit(calls) < MIN_ROUND_SECONDS:
-        calls *= 2
-    best = min(timer.repeat(repeat=rounds, number=calls)) / calls
-    return units / best
+def best_rates(works: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, float]:
+    """Units per second of each contender in its fastest of ``rounds`` timed rounds.
+
+    Rounds are interleaved (one round of each contender in turn) and timed in
+    CPU time of this process, so that a busy machine slows every contender
+    alike and time spent descheduled is not counted.
+    """
+    timers = {}
+    for name, (work, _) in works.items():
+        timer = timeit.Timer(work, timer=time.process_time)
+        calls = 1
+        while timer.timeit(calls) < MIN_ROUND_SECONDS:
+            calls *= 2
+        timers[name] = (timer, calls)
+    best = dict.fromkeys(works, float("inf"))
+    for _ in range(rounds):
+        for name, (timer, calls) in timers.items():
+            best[name] = min(best[name], timer.timeit(calls) / calls)
+    return {name: works[name][1] / seconds for name, seconds in best.items()}
 
 
 def format_rate(value: float) -> str:
@@ -285,15 +307,24 @@ def format_rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def spin(work: Callable[[], object], seconds: float) -> int:
+    """Repeat ``work`` for about ``seconds``; return the number of calls."""
+    calls = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        work()
+        calls += 1
+    return calls
+
+
 def profile_wsserver(contender: Contender) -> None:
     for scenario in SCENARIOS:
         work, _ = scenario.prepare(contender)
         profiler = cProfile.Profile()
         profiler.enable()
-        for _ in range(20):
-            work()
+        calls = spin(work, 1.0)
         profiler.disable()
-        print(f"\n### cProfile: wsserver, {scenario.label} (20 rounds)\n")
+        print(f"\n### cProfile: {contender.name}, {scenario.label} ({calls} calls)\n")
         stats = pstats.Stats(profiler, stream=sys.stdout)
         stats.sort_stats("tottime").print_stats(12)
 
@@ -303,15 +334,34 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="timed rounds per figure")
     parser.add_argument("--quick", action="store_true", help="3 rounds: a smoke run")
     parser.add_argument("--profile", action="store_true", help="cProfile wsserver afterwards")
+    parser.add_argument(
+        "--spin",
+        choices=[scenario.key for scenario in SCENARIOS],
+        help="only repeat one scenario for --seconds, to run under an outside profiler "
+        "(py-spy record -- python bench/bench_sansio.py --spin small-buffer)",
+    )
+    parser.add_argument(
+        "--contender", choices=["wsserver", "websockets", "wsproto"], default="wsserver"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long --spin runs")
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
 
     contenders = [wsserver_contender(), websockets_contender(), wsproto_contender()]
+    if args.spin:
+        (contender,) = [c for c in contenders if c.name == args.contender]
+        (scenario,) = [s for s in SCENARIOS if s.key == args.spin]
+        work, _ = scenario.prepare(contender)
+        calls = spin(work, args.seconds)
+        print(f"{contender.name}, {scenario.label}: {calls} calls in {args.seconds:g} s")
+        return
     import websockets
     import wsproto
 
+    import wsserver
     from wsserver.sansio.masking import HAS_SPEEDUPS
 
+    print(f"wsserver {wsserver.__version__} from {Path(wsserver.__file__).parent.parent}")
     print(
         f"Python {sys.version.split()[0]}, websockets {websockets.__version__}, "
         f"wsproto {wsproto.__version__}, wsserver C masking "
@@ -323,10 +373,8 @@ def main() -> None:
     )
     print("|---|---|--:|--:|--:|--:|--:|---|")
     for scenario in SCENARIOS:
-        rates = {}
-        for contender in contenders:
-            work, units = scenario.prepare(contender)
-            rates[contender.name] = best_rate(work, units, rounds) / scenario.scale
+        works = {contender.name: scenario.prepare(contender) for contender in contenders}
+        rates = {name: rate / scenario.scale for name, rate in best_rates(works, rounds).items()}
         ours = rates["wsserver"]
         print(
             f"| {scenario.label} | {scenario.unit} "
