@@ -246,7 +246,10 @@ class WebSocketServerProtocol:
 
     @property
     def remote_address(self) -> Any:
-        """The peer's socket address (host, port); ``None`` for Unix sockets or before."""
+        """The peer's socket address: (host, port) for TCP, usually ``""`` for Unix sockets.
+
+        ``None`` before the connection has a stream.
+        """
         if self._stream is None:
             return None
         return self._stream.extra(SocketAttribute.remote_address, None)
@@ -332,6 +335,7 @@ class WebSocketServerProtocol:
 
         :raises ConnectionClosedOK: once the connection closed normally.
         :raises ConnectionClosedError: once it closed with an error.
+        :raises RuntimeError: if another task is already waiting in recv().
         """
         if self._in_recv:
             raise RuntimeError("recv() is already waiting for the next message in another task")
@@ -513,7 +517,8 @@ class WebSocketServerProtocol:
 
         :param data: the payload (at most 125 bytes); random when ``None``.
         :raises ConnectionClosed: if the connection is closed.
-        :raises ValueError: if a ping with the same payload is already waiting.
+        :raises ValueError: if a ping with the same payload is already waiting,
+            or if the payload is longer than 125 bytes.
         """
         if data is None:
             payload = anyio_random_bytes(self._pings)
@@ -531,6 +536,7 @@ class WebSocketServerProtocol:
         """Send an unsolicited pong.
 
         :raises ConnectionClosed: if the connection is closed.
+        :raises ValueError: if ``data`` is longer than 125 bytes.
         """
         payload = data.encode() if isinstance(data, str) else bytes(data)
         self._queue_frame(self.protocol.send_pong, payload)
@@ -546,6 +552,8 @@ class WebSocketServerProtocol:
 
         :param code: the close code.
         :param reason: the close reason.
+        :raises ValueError: if ``code`` may not be sent in a close frame, or
+            ``reason`` is longer than 123 bytes once encoded.
         """
         if self.protocol.state is State.OPEN:
             with contextlib.suppress(InvalidState):

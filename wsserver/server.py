@@ -419,6 +419,7 @@ async def serve(
     :param reuse_port: set ``SO_REUSEPORT`` to share the port between processes.
     :raises OSError: if the address cannot be bound.
     :raises ValueError: if ``compression`` is not ``"deflate"`` or ``None``.
+    :raises TypeError: if ``origins`` is not a list, tuple or set.
     """
     options = _protocol_options(
         logger=logger, compression=compression, origins=origins, extensions=extensions,
@@ -473,6 +474,8 @@ async def unix_serve(
 
     :param path: the filesystem path of the socket.
     :raises OSError: if the path cannot be bound.
+    :raises TypeError: on Trio, if neither ``path`` nor ``sock`` is given
+        (:exc:`ValueError` on asyncio).
     """
     options = _protocol_options(
         logger=logger, compression=compression, origins=origins, extensions=extensions,

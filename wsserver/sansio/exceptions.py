@@ -174,7 +174,7 @@ class ConnectionClosed(WebSocketError):
 
 
 class ConnectionClosedOK(ConnectionClosed):
-    """The connection closed normally, with code 1000 or 1001."""
+    """The connection closed normally: both close frames had 1000, 1001 or no code."""
 
 
 class ConnectionClosedError(ConnectionClosed):
