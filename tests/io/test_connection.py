@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from websockets.exceptions import ConnectionClosed as ClientConnectionClosed
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from websockets.exceptions import ConnectionClosed as ClientConnectionClosed
 from websockets.exceptions import InvalidStatus
@@ -207,16 +208,30 @@ def health_check(path: str, request_headers: Headers) -> Any:
     return None
 
 
-async def forbid_secret(path: str, request_headers: Headers) -> Any:
-    await anyio.lowlevel.checkpoint()
+def forbid_secret(path: str, request_headers: Headers) -> Any:
     if path.startswith("/secret"):
         return 403, {"X-Reason": "secret"}, b"Forbidden\n"
     return None
 
 
-async def test_sync_process_request_answers_a_health_check() -> None:
+def sync_or_async(hook: Any, kind: str) -> Any:
+    """``hook`` itself, or an async function returning what it returns."""
+    if kind == "sync":
+        return hook
+
+    async def async_hook(path: str, request_headers: Headers) -> Any:
+        await anyio.lowlevel.checkpoint()
+        return hook(path, request_headers)
+
+    return async_hook
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_process_request_answers_a_health_check(kind: str) -> None:
     with anyio.fail_after(TIMEOUT):
-        async with running_server(echo, process_request=health_check) as (_, uri):
+        async with running_server(
+            echo, process_request=sync_or_async(health_check, kind)
+        ) as (_, uri):
             status, headers, body = await http_get(port_of(uri), "/healthz")
             # Other paths still upgrade.
             client = await open_client(uri + "/chat")
@@ -228,14 +243,17 @@ async def test_sync_process_request_answers_a_health_check() -> None:
     assert body == b"OK\n"
 
 
-async def test_async_process_request_rejects_with_403() -> None:
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_process_request_rejects_with_403(kind: str) -> None:
     handled: list[Any] = []
 
     async def handler(ws: wsserver.WebSocketServerProtocol) -> None:
         handled.append(ws.path)
 
     with anyio.fail_after(TIMEOUT):
-        async with running_server(handler, process_request=forbid_secret) as (_, uri):
+        async with running_server(
+            handler, process_request=sync_or_async(forbid_secret, kind)
+        ) as (_, uri):
             with pytest.raises(InvalidStatus) as caught:
                 await open_client(uri + "/secret/plans")
             client = await open_client(uri + "/public")
