@@ -684,17 +684,31 @@ class WebSocketServerProtocol:
                 HTTPStatus.SERVICE_UNAVAILABLE, "Server is shutting down.\n"
             )
         else:
-            answer = await self.process_request(request.path, request.headers)
-            if answer is not None:
-                status, headers, body = answer
-                status = HTTPStatus(status)
-                response = Response(status.value, status.phrase, Headers(headers), body)
-            else:
-                response = self.protocol.accept(request)
-                if self.protocol.handshake_exc is None and response.status_code == 101:
-                    self._add_extra_headers(response.headers)
+            try:
+                response = await self._accept_or_answer(request)
+            except Exception as exc:
+                # A user's hook failed: answer 500, keep serving everyone else.
+                self.logger.error("handshake hook failed", exc_info=True)
+                self.protocol.handshake_exc = exc
+                response = self.protocol.reject(
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    "Failed to open a WebSocket connection.\n"
+                    "See server log for more information.\n",
+                )
         if self.server_header is not None and "Server" not in response.headers:
             response.headers["Server"] = self.server_header
+        return response
+
+    async def _accept_or_answer(self, request: Request) -> Response:
+        """Let process_request answer the request, else run the handshake checks."""
+        answer = await self.process_request(request.path, request.headers)
+        if answer is not None:
+            status, headers, body = answer
+            status = HTTPStatus(status)
+            return Response(status.value, status.phrase, Headers(headers), body)
+        response = self.protocol.accept(request)
+        if self.protocol.handshake_exc is None and response.status_code == 101:
+            self._add_extra_headers(response.headers)
         return response
 
     def _add_extra_headers(self, headers: Headers) -> None:
@@ -878,14 +892,11 @@ class WebSocketServerProtocol:
             await anyio.sleep(self.ping_interval)
             if self.protocol.state is not State.OPEN:
                 return
-            try:
-                waiter = await self.ping()
-            except ConnectionClosed:
-                return
-            if self.ping_timeout is None:
-                continue
-            with anyio.move_on_after(self.ping_timeout):
+            # The timeout covers sending the ping too: a client that stopped
+            # reading blocks our writes, and must not escape the keepalive.
+            with anyio.move_on_after(_forever(self.ping_timeout)):
                 try:
+                    waiter = await self.ping()
                     self.latency = await waiter
                 except ConnectionClosed:
                     return
@@ -893,7 +904,8 @@ class WebSocketServerProtocol:
             self.logger.info("no pong within %ss: closing with 1011", self.ping_timeout)
             if self.protocol.state is State.OPEN:
                 self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-                await self._flush_quietly()
+                if not self._writing:  # else the socket is stuck: do not wait on it
+                    await self._flush_quietly()
             await self._abort()
             self._connection_closed()
             return
@@ -912,10 +924,8 @@ class WebSocketServerProtocol:
         ):
             if event is not None:
                 event.set()
-        if self.protocol.handshake_exc is None:
-            self.logger.info(
-                "connection closed: %s", self.protocol.close_exc
-            )
+        if self.protocol.handshake_exc is None and self.protocol.state is State.CLOSED:
+            self.logger.info("connection closed: %s", self.protocol.close_exc)
 
 
 async def _as_async(iterator: Iterable[Any]) -> AsyncIterator[Any]:

@@ -8,6 +8,7 @@ awaitable / context-manager conventions of asyncio on top.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import ssl as ssl_module
@@ -35,6 +36,10 @@ from .sansio.extensions.permessage_deflate import enable_server_permessage_defla
 __all__ = ["WebSocketServer", "serve", "unix_serve"]
 
 Listener = anyio.abc.Listener[anyio.abc.ByteStream]
+
+ACCEPT_RETRY_DELAY = 0.1
+"""Seconds to wait before accepting again after running out of descriptors."""
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class WebSocketServer:
@@ -151,7 +156,9 @@ class WebSocketServer:
             async with anyio.create_task_group() as connections:
                 async with anyio.create_task_group() as accepting:
                     for listener in self._listeners:
-                        accepting.start_soon(listener.serve, handle, connections)
+                        # One accept loop per socket, so that each recovers alone.
+                        for sub in getattr(listener, "listeners", [listener]):
+                            accepting.start_soon(self._accept, sub, handle, connections)
                     self._serving = True
                     self._log_listening()
                     task_status.started(self)
@@ -169,6 +176,32 @@ class WebSocketServer:
                 await self._close_listeners()
             self._closed.set()
             self.logger.info("server closed")
+
+    async def _accept(
+        self,
+        listener: Listener,
+        handle: Callable[[anyio.abc.ByteStream], Awaitable[None]],
+        connections: anyio.abc.TaskGroup,
+    ) -> None:
+        """Run ``listener`` until cancelled, riding out a shortage of resources.
+
+        Out of file descriptors (or buffers), accept() fails; the server then
+        waits a little and accepts again instead of stopping, as the kernel
+        keeps pending connections in the backlog meanwhile.
+        """
+        short = False
+        while True:
+            try:
+                await listener.serve(handle, connections)
+                return
+            except (OSError, anyio.BrokenResourceError) as exc:
+                cause = exc if isinstance(exc, OSError) else exc.__cause__
+                if not isinstance(cause, OSError) or cause.errno not in _RESOURCE_ERRNOS:
+                    raise
+                if not short:
+                    self.logger.error("cannot accept connections: %s; retrying", cause)
+                short = True
+                await anyio.sleep(ACCEPT_RETRY_DELAY)
 
     async def _close_listeners(self) -> None:
         # Forget them: a closed listener has no sockets to report (asyncio's

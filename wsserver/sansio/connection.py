@@ -536,7 +536,7 @@ class ServerConnection:
                     if self._debug:
                         self.logger.debug("< GET %s HTTP/1.1", request.path)
                     self._events.append(request)
-                    while self._state is State.CONNECTING:
+                    while self._state is State.CONNECTING and not self._reader.at_eof:
                         yield
             if self._state is State.OPEN:
                 while self.close_rcvd is None:
