@@ -83,6 +83,9 @@ Handler: TypeAlias = Callable[..., Awaitable[Any]]
 DEFAULT_SERVER_HEADER: str = f"Python/{platform.python_version()} wsserver/{__version__}"
 _OK_CODES = {CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY}
 
+INFLATE_SLICE_BYTES = 1024
+"""Compressed bytes fed to the protocol at a time, between checks of ``max_queue``."""
+
 HANDLER_READ_GRACE = 0.1
 """Seconds the background reader leaves the socket to a handler that calls recv()."""
 
@@ -230,6 +233,7 @@ class WebSocketServerProtocol:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._flush_scheduled = False
         self._in_recv = False
+        self._unfed = b""
         self._recv_called = False
         self._reading = False
         self._reader_idle: anyio.Event | None = None
@@ -782,14 +786,19 @@ class WebSocketServerProtocol:
         protocol = self.protocol
         self._reading = True
         try:
-            try:
-                data = await stream.receive(self.read_limit)
-            except (anyio.EndOfStream, anyio.BrokenResourceError,
-                    anyio.ClosedResourceError, OSError):
-                protocol.receive_eof()
+            data, self._unfed = self._unfed, b""
+            if not data:
+                try:
+                    data = await stream.receive(self.read_limit)
+                except (anyio.EndOfStream, anyio.BrokenResourceError,
+                        anyio.ClosedResourceError, OSError):
+                    protocol.receive_eof()
+            if not protocol.extensions:
+                if data:
+                    protocol.receive_data(data)
+                self._handle_events(protocol.events_received())
             else:
-                protocol.receive_data(data)
-            self._handle_events(protocol.events_received())
+                self._feed_inflating(data)
             if protocol.close_expected():
                 self._start_close_timer()
             if protocol.has_data_to_send():
@@ -801,6 +810,23 @@ class WebSocketServerProtocol:
                 idle.set()
         if protocol.state is State.CLOSED:
             self._connection_closed()
+
+    def _feed_inflating(self, data: bytes) -> None:
+        """Feed compressed bytes a slice at a time, stopping once the queue is full.
+
+        A few bytes of DEFLATE can inflate to a thousand times as many: fed
+        whole, one read could queue far more than ``max_queue`` messages. Bytes
+        left over wait in ``_unfed`` until the handler catches up.
+        """
+        protocol = self.protocol
+        max_queue = self.max_queue
+        for start in range(0, len(data), INFLATE_SLICE_BYTES):
+            if max_queue is not None and len(self._messages) >= max_queue:
+                self._unfed = data[start:]
+                return
+            protocol.receive_data(data[start:start + INFLATE_SLICE_BYTES])
+            self._handle_events(protocol.events_received())
+        self._handle_events(protocol.events_received())  # after an EOF, or no data
 
     def _kick_reader(self) -> None:
         """Make the background reader read now rather than leave the socket to recv()."""
