@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -31,10 +32,19 @@ def _load_handler(spec: str) -> Handler:
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise SystemExit(f"handler must be given as module:function, not {spec!r}")
-    module = importlib.import_module(module_name)
+    # Like `python -m`, find the application's modules in the current directory.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"wsserver: cannot import {module_name}: {exc}") from None
     handler: Any = module
-    for part in attribute.split("."):
-        handler = getattr(handler, part)
+    try:
+        for part in attribute.split("."):
+            handler = getattr(handler, part)
+    except AttributeError:
+        raise SystemExit(f"wsserver: {module_name} has no {attribute}") from None
     if not callable(handler):
         raise SystemExit(f"{spec} is not callable")
     return handler  # type: ignore[no-any-return]
@@ -76,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--close-timeout", type=_optional_float, default=10.0)
     parser.add_argument("--max-size", type=_optional_int, default=2**20)
     parser.add_argument("--max-queue", type=_optional_int, default=2**5)
+    parser.add_argument("--read-limit", type=int, default=2**16)
+    parser.add_argument("--write-limit", type=int, default=2**16)
+    parser.add_argument("--backlog", type=int, default=100)
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="set SO_REUSEPORT to share the port between processes")
+    parser.add_argument("--server-header", default=None,
+                        help="the Server header; 'none' removes it")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"wsserver {__version__}")
@@ -94,7 +111,14 @@ async def run(args: argparse.Namespace) -> None:
         close_timeout=args.close_timeout,
         max_size=args.max_size,
         max_queue=args.max_queue,
+        read_limit=args.read_limit,
+        write_limit=args.write_limit,
+        backlog=args.backlog,
     )
+    if args.server_header is not None:
+        options["server_header"] = (
+            None if args.server_header.lower() == "none" else args.server_header
+        )
     if args.certfile:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.certfile, args.keyfile)
@@ -114,7 +138,8 @@ async def run(args: argparse.Namespace) -> None:
         else:
             server = await task_group.start(
                 lambda task_status: serve(
-                    handler, args.host, args.port, task_status=task_status, **options
+                    handler, args.host, args.port, reuse_port=args.reuse_port,
+                    task_status=task_status, **options
                 )
             )
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

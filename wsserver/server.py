@@ -8,8 +8,10 @@ awaitable / context-manager conventions of asyncio on top.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Sequence
@@ -368,6 +370,8 @@ async def _open_unix_listener(
     write_limit: int,
     open_timeout: float | None,
 ) -> tuple[Listener, bool]:
+    if path is None and sock is None:
+        raise TypeError("unix_serve needs a path or a sock")
     if sniffio.current_async_library() == "asyncio":
         from .asyncio_io._stream import AsyncioListener
 
@@ -379,8 +383,7 @@ async def _open_unix_listener(
     if sock is not None:
         sock.setblocking(False)
         return await anyio.abc.SocketListener.from_socket(sock), False
-    if path is None:
-        raise TypeError("unix_serve needs a path or a sock")
+    assert path is not None
     return await anyio.create_unix_listener(path, backlog=backlog), False
 
 
@@ -527,4 +530,10 @@ async def unix_serve(
         server, ws_handler, None if tls_done else ssl,
         create_protocol or WebSocketServerProtocol, options,
     )
-    await server.run([listener], handle, task_status=task_status)
+    try:
+        await server.run([listener], handle, task_status=task_status)
+    finally:
+        # The socket file is ours once bound: remove it, as asyncio does.
+        if path is not None and not tls_done:
+            with contextlib.suppress(OSError):
+                os.unlink(path)

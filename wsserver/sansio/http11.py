@@ -9,7 +9,7 @@ from typing import TypeAlias
 
 import attrs
 
-from .exceptions import InvalidMessage, RequestTooLarge
+from .exceptions import InvalidMessage, RequestTooLarge, WebSocketError
 from .streams import StreamReader
 
 __all__ = [
@@ -134,7 +134,7 @@ class Headers(MutableMapping[str, str]):
 HeadersLike: TypeAlias = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
 
 
-class MultipleValuesError(LookupError):
+class MultipleValuesError(WebSocketError, LookupError):
     """A header that should appear once has several values."""
 
     def __str__(self) -> str:
