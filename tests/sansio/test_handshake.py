@@ -363,7 +363,7 @@ class RecordingExtension:
     params: tuple[ExtensionParameter, ...]
 
     def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
-        return attrs.evolve(frame, rsv1=False)
+        return frame._replace(rsv1=False)
 
     def encode(self, frame: Frame) -> Frame:
         return frame

@@ -539,10 +539,13 @@ class ServerConnection:
                     while self._state is State.CONNECTING and not self._reader.at_eof:
                         yield
             if self._state is State.OPEN:
+                reader = self._reader
                 while self.close_rcvd is None:
-                    frame = yield from parse_frame(
-                        self._reader, max_size=self._wire_budget()
-                    )
+                    if self.max_size is None or self.extensions:
+                        budget = self._wire_budget()
+                    else:  # the common case, inlined: this runs for every frame
+                        budget = self.max_size - self._received_bytes
+                    frame = yield from parse_frame(reader, max_size=budget)
                     self._receive_frame(frame)
         except EOFError:
             self._receive_abrupt_eof()
@@ -607,8 +610,9 @@ class ServerConnection:
         elif self._receiving is not None:
             raise ProtocolError("expected a continuation frame")
 
-        for extension in reversed(self.extensions):
-            frame = extension.decode(frame, max_size=self._frame_budget())
+        if self.extensions:
+            for extension in reversed(self.extensions):
+                frame = extension.decode(frame, max_size=self._frame_budget())
         self._received_bytes += len(frame.data)
         if self.max_size is not None and self._received_bytes > self.max_size:
             raise PayloadTooBig(f"message larger than {self.max_size} bytes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Generator
+from typing import NamedTuple
 
 import attrs
 
@@ -76,12 +77,13 @@ def is_valid_close_code(code: int) -> bool:
     return code in _WIRE_CLOSE_CODES or 3000 <= code < 5000
 
 
-@attrs.frozen(slots=True)
-class Frame:
-    """One WebSocket frame.
+class Frame(NamedTuple):
+    """One WebSocket frame, immutable.
 
     ``data`` is the unmasked payload. ``rsv1`` to ``rsv3`` are the reserved
-    bits, which only a negotiated extension may set.
+    bits, which only a negotiated extension may set. A named tuple rather than
+    an attrs class: a frame is built for every message received and sent, and
+    a tuple is built several times faster.
     """
 
     opcode: Opcode
@@ -140,12 +142,11 @@ def parse_frame(
     :raises PayloadTooBig: if a data frame's payload is longer than ``max_size``.
     :raises EOFError: if the stream ends inside the frame.
     """
-    # read_now() avoids creating a generator when the bytes are already there,
-    # which is the common case for small frames.
-    head = reader.read_now(2)
-    if head is None:
-        head = yield from reader.read_exact(2)
-    first, second = head
+    # The header is peeked, then the whole frame is taken in one copy: for a
+    # small frame already buffered, no generator is created at all.
+    if len(reader) < 2:
+        yield from reader.wait_for(2)
+    first, second = reader.peek_head()
     try:
         opcode = _OPCODES_BY_VALUE[first & 0x0F]
     except KeyError:
@@ -153,7 +154,7 @@ def parse_frame(
     masked = second & 0x80
     if mask_required and not masked:
         raise ProtocolError("unmasked frame from the client")
-    fin = bool(first & 0x80)
+    fin = first & 0x80
     length = second & 0x7F
     if opcode >= 0x8:
         if not fin:
@@ -161,36 +162,45 @@ def parse_frame(
         if length > MAX_CONTROL_PAYLOAD_BYTES:
             raise ProtocolError("control frame longer than 125 bytes")
 
-    if length == 126:
-        (length,) = _unpack_16((yield from reader.read_exact(2)))
+    if length < 126:
+        offset = 2
+    elif length == 126:
+        if len(reader) < 4:
+            yield from reader.wait_for(4)
+        (length,) = _unpack_16(reader.peek(4)[2:])
         if length < 126:
             raise ProtocolError("payload length not minimally encoded")
-    elif length == 127:
-        (length,) = _unpack_64((yield from reader.read_exact(8)))
+        offset = 4
+    else:
+        if len(reader) < 10:
+            yield from reader.wait_for(10)
+        (length,) = _unpack_64(reader.peek(10)[2:])
         if length >> 63:
             raise ProtocolError("payload length has its most significant bit set")
         if length < 65536:
             raise ProtocolError("payload length not minimally encoded")
+        offset = 10
     # Control frames are not part of a message: they are capped at 125 bytes
     # above and must not eat into the budget of a message they interrupt.
     if max_size is not None and length > max_size and opcode < Opcode.CLOSE:
         raise PayloadTooBig(f"frame of {length} bytes exceeds limit of {max_size} bytes")
 
     if masked:
-        # Mask and payload in one read: one call less per frame.
-        body = reader.read_now(4 + length)
-        if body is None:
-            body = yield from reader.read_exact(4 + length)
-        data = apply_mask(memoryview(body)[4:], body[:4])
+        total = offset + 4 + length
+        raw = reader.read_now(total)
+        if raw is None:
+            raw = yield from reader.read_exact(total)
+        data = apply_mask(memoryview(raw)[offset + 4 :], raw[offset : offset + 4])
     else:
-        unmasked = reader.read_now(length)
-        if unmasked is None:
-            unmasked = yield from reader.read_exact(length)
-        data = unmasked
+        total = offset + length
+        raw = reader.read_now(total)
+        if raw is None:
+            raw = yield from reader.read_exact(total)
+        data = raw[offset:]
     return Frame(
         opcode,
         data,
-        fin,
+        bool(fin),
         bool(first & 0x40),
         bool(first & 0x20),
         bool(first & 0x10),

@@ -58,7 +58,11 @@ class StreamReader:
     def _take(self, n: int) -> bytes:
         start = self._offset
         end = start + n
-        data = bytes(self._buffer[start:end])
+        if n > 4096:
+            # One copy: slicing the bytearray first would copy twice.
+            data = bytes(memoryview(self._buffer)[start:end])
+        else:
+            data = bytes(self._buffer[start:end])
         if end == len(self._buffer):
             self._buffer.clear()
             self._offset = 0
@@ -68,6 +72,28 @@ class StreamReader:
                 del self._buffer[:end]
                 self._offset = 0
         return data
+
+    def peek_head(self) -> tuple[int, int]:
+        """Return the next two bytes as integers without consuming them.
+
+        The caller checks first that at least two bytes are buffered.
+        """
+        buffer, offset = self._buffer, self._offset
+        return buffer[offset], buffer[offset + 1]
+
+    def peek(self, n: int) -> bytes:
+        """Return the next ``n`` buffered bytes without consuming them (fewer if absent)."""
+        return bytes(self._buffer[self._offset : self._offset + n])
+
+    def wait_for(self, n: int) -> Generator[None, None, None]:
+        """Wait until at least ``n`` bytes are buffered.
+
+        :raises EOFError: if the stream ends first.
+        """
+        while len(self._buffer) - self._offset < n:
+            if self._eof:
+                raise EOFError(f"stream ended after {len(self)} of {n} bytes")
+            yield
 
     def read_now(self, n: int) -> bytes | None:
         """Take exactly ``n`` bytes if they are buffered, else ``None``; never waits."""
