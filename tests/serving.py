@@ -12,7 +12,9 @@ import wsserver
 
 
 @asynccontextmanager
-async def running_server(handler: Any, **options: Any) -> AsyncIterator[tuple[wsserver.WebSocketServer, str]]:
+async def running_server(
+    handler: Any, **options: Any
+) -> AsyncIterator[tuple[wsserver.WebSocketServer, str]]:
     """Serve ``handler`` on 127.0.0.1 (a free port); yield ``(server, "ws://127.0.0.1:PORT")``.
 
     The server is closed, and waited for, on exit.

@@ -476,6 +476,9 @@ class WebSocketServerProtocol:
         assert stream is not None
         self._writing = True
         try:
+            if len(chunks) == 1 and chunks[0]:  # the common case: one frame
+                await stream.send(chunks[0])
+                return
             for chunk in _coalesce(chunks):
                 if chunk:
                     await stream.send(chunk)
