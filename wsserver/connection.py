@@ -87,7 +87,13 @@ INFLATE_SLICE_BYTES = 1024
 """Compressed bytes fed to the protocol at a time, between checks of ``max_queue``."""
 
 HANDLER_READ_GRACE = 0.1
-"""Seconds the background reader leaves the socket to a handler that calls recv()."""
+"""Seconds the background reader leaves the socket to a handler that calls recv().
+
+The wait doubles, up to :data:`HANDLER_READ_GRACE_MAX`, while the handler keeps
+receiving, and starts again from here once it stops.
+"""
+
+HANDLER_READ_GRACE_MAX = 1.0
 
 
 class _ConnectionAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -360,6 +366,9 @@ class WebSocketServerProtocol:
             message = messages.popleft()
         finally:
             self._in_recv = False
+            # Also on the way out: the background reader, woken by the chunk
+            # just read, must not mistake a receiving handler for an absent one.
+            self._recv_called = True
             self._message_waiter = None
         if self._reading_paused is not None and len(messages) < self._queue_low_water():
             self._reading_paused.set()
@@ -849,14 +858,21 @@ class WebSocketServerProtocol:
         protocol = self.protocol
         max_queue = self.max_queue
         messages = self._messages
+        grace = HANDLER_READ_GRACE
         try:
             while protocol.state is not State.CLOSED:
                 if self._recv_called:
+                    # The handler reads by itself. Look again later, and later
+                    # still each time it keeps doing so: a busy connection then
+                    # costs this task about one wake-up a second.
                     self._recv_called = False
                     kick = self._reader_kick = self._new_event()
-                    with anyio.move_on_after(HANDLER_READ_GRACE):
+                    with anyio.move_on_after(grace):
                         await kick.wait()
-                elif self._reading:
+                    grace = min(grace * 2, HANDLER_READ_GRACE_MAX)
+                    continue
+                grace = HANDLER_READ_GRACE
+                if self._reading:
                     idle = self._reader_idle = self._new_event()
                     await idle.wait()
                 elif max_queue is not None and len(messages) >= max_queue:
