@@ -8,6 +8,7 @@ starts lives in the connection's own task group.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import platform
@@ -239,6 +240,7 @@ class WebSocketServerProtocol:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._flush_scheduled = False
         self._in_recv = False
+        self._reader_running = False
         self._unfed = b""
         self._recv_called = False
         self._reading = False
@@ -369,6 +371,8 @@ class WebSocketServerProtocol:
             # Also on the way out: the background reader, woken by the chunk
             # just read, must not mistake a receiving handler for an absent one.
             self._recv_called = True
+            if not self._reader_running:
+                self._start_reader()
             self._message_waiter = None
         if self._reading_paused is not None and len(messages) < self._queue_low_water():
             self._reading_paused.set()
@@ -630,7 +634,7 @@ class WebSocketServerProtocol:
                         await self._close_stream_after_handshake()
                     task_group.cancel_scope.cancel()
                     return
-                task_group.start_soon(self._read_loop)
+                self._start_reader()
                 if self.ping_interval is not None:
                     task_group.start_soon(self._keepalive)
                 await self._run_handler()
@@ -843,6 +847,7 @@ class WebSocketServerProtocol:
     def _kick_reader(self) -> None:
         """Make the background reader read now rather than leave the socket to recv()."""
         self._recv_called = False
+        self._start_reader()
         kick, self._reader_kick = self._reader_kick, None
         if kick is not None:
             kick.set()
@@ -873,8 +878,10 @@ class WebSocketServerProtocol:
                     continue
                 grace = HANDLER_READ_GRACE
                 if self._reading:
-                    idle = self._reader_idle = self._new_event()
-                    await idle.wait()
+                    # The handler waits in recv() and reads for itself: this
+                    # task is not needed until recv() returns, which starts it
+                    # again. Ending it frees its memory on idle connections.
+                    return
                 elif max_queue is not None and len(messages) >= max_queue:
                     # Back-pressure: the handler is behind; stop reading the socket.
                     paused = self._reading_paused = self._new_event()
@@ -882,7 +889,20 @@ class WebSocketServerProtocol:
                 else:
                     await self._read_chunk()
         finally:
-            self._connection_closed()
+            self._reader_running = False
+            if protocol.state is State.CLOSED:
+                self._connection_closed()
+
+    def _start_reader(self) -> None:
+        """Start the background reader unless it runs already or nothing is left to read."""
+        if (
+            self._reader_running
+            or self._task_group is None
+            or self.protocol.state is State.CLOSED
+        ):
+            return
+        self._reader_running = True
+        self._task_group.start_soon(self._read_loop)
 
     def _handle_events(self, events: list[Any]) -> None:
         for frame in events:
@@ -1008,7 +1028,18 @@ def _address(address: Any) -> str:
 
 
 def _takes_path(handler: Callable[..., Any]) -> bool:
-    """Tell whether a handler has the legacy ``handler(websocket, path)`` signature."""
+    """Tell whether a handler has the legacy ``handler(websocket, path)`` signature.
+
+    Cached per handler: inspecting a signature for every connection showed in
+    handshake profiles.
+    """
+    try:
+        return _takes_path_cached(handler)
+    except TypeError:  # an unhashable callable
+        return _inspect_takes_path(handler)
+
+
+def _inspect_takes_path(handler: Callable[..., Any]) -> bool:
     try:
         signature = inspect.signature(handler)
     except (TypeError, ValueError):
@@ -1029,3 +1060,6 @@ def anyio_random_bytes(taken: Mapping[bytes, Any]) -> bytes:
         payload = os.urandom(4)
         if payload not in taken:
             return payload
+
+
+_takes_path_cached = functools.lru_cache(maxsize=256)(_inspect_takes_path)

@@ -143,7 +143,7 @@ class AsyncioByteStream(ByteStream):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in _IP_FAMILIES:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._extra_attributes = self._describe_transport(sock)
+        self._sock = sock
 
     @classmethod
     async def connect_tcp(
@@ -322,8 +322,12 @@ class AsyncioByteStream(ByteStream):
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        """The socket and TLS attributes described in the class documentation."""
-        return self._extra_attributes
+        """The socket and TLS attributes described in the class documentation.
+
+        Built on each access rather than kept: they are rarely asked for, and
+        a dozen closures per idle connection add up to kilobytes.
+        """
+        return self._describe_transport(self._sock)
 
     @property
     def buffered_bytes(self) -> int:
