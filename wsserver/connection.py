@@ -45,6 +45,7 @@ from .sansio import (
     State,
     Subprotocol,
 )
+from .sansio.connection import LARGE_PAYLOAD_BYTES
 from .sansio.extensions import ServerExtensionFactory
 from .sansio.frames import CloseCode, parse_close
 
@@ -999,13 +1000,22 @@ async def _as_async(iterator: Iterable[Any]) -> AsyncIterator[Any]:
 
 
 def _coalesce(chunks: list[bytes]) -> list[bytes]:
-    """Join consecutive data chunks so that one write carries them; keep EOF markers."""
+    """Join consecutive small chunks so that one write carries them; keep EOF markers.
+
+    Large chunks (payloads queued apart from their header) are written as they
+    are: joining them would copy them.
+    """
     if len(chunks) == 1:
         return chunks
     out: list[bytes] = []
     pending: list[bytes] = []
     for chunk in chunks:
-        if chunk:
+        if len(chunk) >= LARGE_PAYLOAD_BYTES:
+            if pending:
+                out.append(b"".join(pending))
+                pending = []
+            out.append(chunk)
+        elif chunk:
             pending.append(chunk)
         else:
             if pending:

@@ -122,7 +122,10 @@ class AsyncioByteStream(ByteStream):
             raise ValueError("write_high_water_bytes must not be negative")
         self._transport = transport
         self._loop = asyncio.get_running_loop()
-        self._buffer = bytearray()
+        # Received chunks, kept as asyncio handed them over: a receive() that
+        # takes one whole chunk returns it without copying.
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
         self._read_high_water_bytes = read_high_water_bytes
         self._read_low_water_bytes = read_high_water_bytes // 4
         self._read_waiter: asyncio.Future[None] | None = None
@@ -234,9 +237,9 @@ class AsyncioByteStream(ByteStream):
             raise anyio.BusyResourceError("reading from")
         self._is_receiving = True
         try:
-            if self._buffer and not self._is_closed:
+            if self._buffered and not self._is_closed:
                 await self._checkpoint_without_waiting()
-            while not self._buffer or self._is_closed:
+            while not self._buffered or self._is_closed:
                 self._raise_if_unreadable()
                 await self._wait_for_data()
             return self._take_buffered(max_bytes)
@@ -301,7 +304,8 @@ class AsyncioByteStream(ByteStream):
         """
         if not self._is_closed:
             self._is_closed = True
-            self._buffer.clear()
+            self._chunks.clear()
+            self._buffered = 0
             _wake(self._read_waiter)
             _wake(self._drain_waiter)
             if not self._transport.is_closing():
@@ -332,7 +336,7 @@ class AsyncioByteStream(ByteStream):
     @property
     def buffered_bytes(self) -> int:
         """How many received bytes wait to be returned by :meth:`receive`."""
-        return len(self._buffer)
+        return self._buffered
 
     # -- internals ---------------------------------------------------------
 
@@ -364,14 +368,27 @@ class AsyncioByteStream(ByteStream):
         self._calls_without_yield = 0
 
     def _take_buffered(self, max_bytes: int) -> bytes:
-        buffer = self._buffer
-        if len(buffer) <= max_bytes:
-            data = bytes(buffer)
-            buffer.clear()
+        chunks = self._chunks
+        first = chunks.popleft()
+        if len(first) >= max_bytes:
+            if len(first) > max_bytes:
+                chunks.appendleft(first[max_bytes:])
+                first = first[:max_bytes]
+            data = first
         else:
-            data = bytes(buffer[:max_bytes])
-            del buffer[:max_bytes]
-        if self._is_reading_paused and len(buffer) <= self._read_low_water_bytes:
+            parts = [first]
+            size = len(first)
+            while chunks and size < max_bytes:
+                chunk = chunks.popleft()
+                room = max_bytes - size
+                if len(chunk) > room:
+                    chunks.appendleft(chunk[room:])
+                    chunk = chunk[:room]
+                parts.append(chunk)
+                size += len(chunk)
+            data = first if len(parts) == 1 else b"".join(parts)
+        self._buffered -= len(data)
+        if self._is_reading_paused and self._buffered <= self._read_low_water_bytes:
             self._is_reading_paused = False
             self._transport.resume_reading()
         return data
@@ -443,9 +460,9 @@ class AsyncioByteStream(ByteStream):
     def _feed_data(self, data: bytes) -> None:
         if self._is_closed:
             return
-        buffer = self._buffer
-        buffer += data
-        if len(buffer) > self._read_high_water_bytes and not self._is_reading_paused:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > self._read_high_water_bytes and not self._is_reading_paused:
             self._is_reading_paused = True
             self._transport.pause_reading()
         waiter = self._read_waiter

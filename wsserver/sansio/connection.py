@@ -34,6 +34,7 @@ from .frames import (
     parse_frame,
     serialize_close,
     serialize_frame,
+    serialize_frame_head,
 )
 from .handshake import (
     Origin,
@@ -67,6 +68,10 @@ SelectSubprotocol = Callable[[Sequence[Subprotocol], Sequence[Subprotocol]], "Su
 _OK_CLOSE_CODES = frozenset(
     {CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD}
 )
+
+
+LARGE_PAYLOAD_BYTES = 65536
+"""From this payload size on, a frame's header and payload are queued apart."""
 
 
 def _truncate_reason(reason: str) -> str:
@@ -511,7 +516,12 @@ class ServerConnection:
             frame = extension.encode(frame)
         if self._debug:
             self.logger.debug("> %s", frame)
-        self._writes.append(serialize_frame(frame))
+        if len(frame.data) < LARGE_PAYLOAD_BYTES:
+            self._writes.append(serialize_frame(frame))
+        else:
+            # Header and payload as two writes: no copy of a large payload.
+            self._writes.append(serialize_frame_head(frame))
+            self._writes.append(frame.data)
 
     def _send_eof(self) -> None:
         if not self._eof_sent:

@@ -25,6 +25,7 @@ __all__ = [
     "parse_frame",
     "serialize_close",
     "serialize_frame",
+    "serialize_frame_head",
 ]
 
 MAX_CONTROL_PAYLOAD_BYTES = 125
@@ -212,6 +213,17 @@ def serialize_frame(frame: Frame, *, mask: bytes | None = None) -> bytes:
 
     :param mask: a 4-byte mask, for a client or a test acting as one.
     """
+    head = serialize_frame_head(frame, masked=mask is not None)
+    if mask is None:
+        return head + frame.data
+    return head + mask + apply_mask(frame.data, mask)
+
+
+def serialize_frame_head(frame: Frame, *, masked: bool = False) -> bytes:
+    """Encode the header of ``frame``: everything before the mask and the payload.
+
+    Writing the header and a large payload separately saves copying the payload.
+    """
     first = (
         (0x80 if frame.fin else 0)
         | (0x40 if frame.rsv1 else 0)
@@ -219,17 +231,13 @@ def serialize_frame(frame: Frame, *, mask: bytes | None = None) -> bytes:
         | (0x10 if frame.rsv3 else 0)
         | frame.opcode
     )
-    mask_bit = 0x80 if mask is not None else 0
+    mask_bit = 0x80 if masked else 0
     length = len(frame.data)
     if length < 126:
-        head = _pack_head(first, mask_bit | length)
-    elif length < 65536:
-        head = _pack_head_16(first, mask_bit | 126, length)
-    else:
-        head = _pack_head_64(first, mask_bit | 127, length)
-    if mask is None:
-        return head + frame.data
-    return head + mask + apply_mask(frame.data, mask)
+        return _pack_head(first, mask_bit | length)
+    if length < 65536:
+        return _pack_head_16(first, mask_bit | 126, length)
+    return _pack_head_64(first, mask_bit | 127, length)
 
 
 def parse_close(data: bytes) -> tuple[int, str]:
