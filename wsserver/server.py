@@ -326,6 +326,23 @@ def _protocol_options(
     )
 
 
+async def _run_server(
+    ws_handler: Handler,
+    listeners: Sequence[Listener],
+    ssl_context: ssl_module.SSLContext | None,
+    create_protocol: Callable[..., WebSocketServerProtocol] | None,
+    logger: LoggerLike | None,
+    options: dict[str, Any],
+    task_status: anyio.abc.TaskStatus[WebSocketServer],
+) -> None:
+    """Serve ``listeners`` until closed or cancelled; TLS here if ``ssl_context``."""
+    server = WebSocketServer(logger)
+    handle = _make_handle(
+        server, ws_handler, ssl_context, create_protocol or WebSocketServerProtocol, options
+    )
+    await server.run(listeners, handle, task_status=task_status)
+
+
 async def _open_tcp_listeners(
     host: str | Sequence[str] | None,
     port: int | None,
@@ -469,12 +486,10 @@ async def serve(
         host, port, sock=sock, ssl=ssl, backlog=backlog, reuse_port=reuse_port,
         write_limit=write_limit, open_timeout=open_timeout,
     )
-    server = WebSocketServer(logger)
-    handle = _make_handle(
-        server, ws_handler, None if tls_done else ssl,
-        create_protocol or WebSocketServerProtocol, options,
+    await _run_server(
+        ws_handler, listeners, None if tls_done else ssl, create_protocol, logger, options,
+        task_status,
     )
-    await server.run(listeners, handle, task_status=task_status)
 
 
 async def unix_serve(
@@ -525,13 +540,11 @@ async def unix_serve(
         path, sock=sock, ssl=ssl, backlog=backlog, write_limit=write_limit,
         open_timeout=open_timeout,
     )
-    server = WebSocketServer(logger)
-    handle = _make_handle(
-        server, ws_handler, None if tls_done else ssl,
-        create_protocol or WebSocketServerProtocol, options,
-    )
     try:
-        await server.run([listener], handle, task_status=task_status)
+        await _run_server(
+            ws_handler, [listener], None if tls_done else ssl, create_protocol, logger,
+            options, task_status,
+        )
     finally:
         # The socket file is ours once bound: remove it, as asyncio does.
         if path is not None and not tls_done:
