@@ -546,7 +546,8 @@ async def unix_serve(
             options, task_status,
         )
     finally:
-        # The socket file is ours once bound: remove it, as asyncio does.
-        if path is not None and not tls_done:
+        # The socket file is ours once bound: remove it, as asyncio does
+        # (an abstract socket, named from a NUL byte, has no file).
+        if path is not None and not tls_done and not path.startswith("\0"):
             with contextlib.suppress(OSError):
                 os.unlink(path)
