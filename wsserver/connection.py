@@ -875,6 +875,7 @@ class WebSocketServerProtocol:
                     kick = self._reader_kick = self._new_event()
                     with anyio.move_on_after(grace):
                         await kick.wait()
+                    self._reader_kick = None  # do not keep it for an idle connection
                     grace = min(grace * 2, HANDLER_READ_GRACE_MAX)
                     continue
                 grace = HANDLER_READ_GRACE
