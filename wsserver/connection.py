@@ -11,6 +11,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import platform
 import time
 from collections import deque
@@ -33,6 +34,7 @@ from anyio.abc import SocketAttribute
 from . import __version__
 from .sansio import (
     ConnectionClosed,
+    ConnectionClosedError,
     ConnectionClosedOK,
     Frame,
     Headers,
@@ -48,6 +50,7 @@ from .sansio import (
 from .sansio.connection import LARGE_PAYLOAD_BYTES
 from .sansio.extensions import ServerExtensionFactory
 from .sansio.frames import CloseCode, parse_close
+from .sansio.handshake import select_subprotocol as default_select_subprotocol
 
 if TYPE_CHECKING:
     from .server import WebSocketServer
@@ -333,11 +336,7 @@ class WebSocketServerProtocol:
         """
         if self._select_subprotocol is not None:
             return self._select_subprotocol(client_subprotocols, server_subprotocols)
-        offered = set(client_subprotocols)
-        for subprotocol in server_subprotocols:
-            if subprotocol in offered:
-                return subprotocol
-        return None
+        return default_select_subprotocol(client_subprotocols, server_subprotocols)
 
     # Receiving --------------------------------------------------------------------
 
@@ -542,7 +541,7 @@ class WebSocketServerProtocol:
             or if the payload is longer than 125 bytes.
         """
         if data is None:
-            payload = anyio_random_bytes(self._pings)
+            payload = _unused_ping_payload(self._pings)
         else:
             payload = data.encode() if isinstance(data, str) else bytes(data)
         if payload in self._pings:
@@ -593,8 +592,6 @@ class WebSocketServerProtocol:
         if self.protocol.state is State.CLOSED:
             return self.protocol.close_exc
         # Not closed yet, but no longer usable: report what we know so far.
-        from .sansio import ConnectionClosedError
-
         return ConnectionClosedError(self.protocol.close_rcvd, self.protocol.close_sent)
 
     async def _abort(self, *, flush_timeout: float = 0.0) -> None:
@@ -1063,10 +1060,8 @@ def _inspect_takes_path(handler: Callable[..., Any]) -> bool:
     return len(required) >= 2
 
 
-def anyio_random_bytes(taken: Mapping[bytes, Any]) -> bytes:
+def _unused_ping_payload(taken: Mapping[bytes, Any]) -> bytes:
     """Four random bytes not already used as a pending ping's payload."""
-    import os
-
     while True:
         payload = os.urandom(4)
         if payload not in taken:
