@@ -1,0 +1,184 @@
+"""The transport floor: listening sockets and byte streams, the only code that knows the loop.
+
+The shared layer above reaches the network through three functions:
+:func:`open_listeners` opens the listening sockets, :func:`direct_writer`
+offers a synchronous writer where the stream has one, and
+:func:`running_loop` tells which loop runs (for ``get_loop()``). Accepted
+connections are :class:`~wsserver._transport._asyncio_stream.AsyncioByteStream`
+on asyncio (anyio's stock asyncio stream halves echo throughput) and anyio's
+own socket streams on Trio (which cost nothing measurable there). TLS is not
+done here: the shared layer wraps either stream in
+:class:`anyio.streams.tls.TLSStream`.
+
+Nothing here imports the layers above, nor sniffio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Sequence
+
+import anyio
+import anyio.abc
+import trio
+from anyio.abc import SocketAttribute
+
+from ._asyncio_stream import AsyncioByteStream, wrap_accepted_socket
+from ._listeners import SocketListener, StreamFactory, adopt_socket, bind_tcp, bind_unix
+
+__all__ = ["Listener", "direct_writer", "open_listeners", "running_loop"]
+
+Listener = anyio.abc.Listener[anyio.abc.ByteStream]
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """Return the running asyncio loop, or ``None`` on Trio.
+
+    Returns:
+        The loop asyncio code runs on; ``None`` inside a Trio run, including
+        Trio in guest mode on top of an asyncio loop.
+
+    Raises:
+        RuntimeError: if neither loop runs in this thread.
+    """
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    # Trio in guest mode runs its tasks from the host loop's callbacks, outside
+    # any asyncio task: there Trio runs, as anyio sees it too.
+    if loop is not None and asyncio.current_task(loop) is not None:
+        return loop
+    trio.lowlevel.current_trio_token()  # raises RuntimeError outside Trio as well
+    return None
+
+
+async def open_listeners(
+    *,
+    host: str | Sequence[str] | None = None,
+    port: int | None = None,
+    path: str | None = None,
+    sock: socket.socket | None = None,
+    unix: bool = False,
+    backlog: int,
+    reuse_port: bool = False,
+) -> list[Listener]:
+    """Open the listening sockets on the running loop (Trio or asyncio).
+
+    Each listener owns one socket and accepts every pending connection per
+    wake-up. TCP listeners for ``host=None`` cover every interface with one
+    socket per address family (IPv4 and IPv6); a free port picked for
+    ``port=0`` is the same on every socket. A Unix listener bound from
+    ``path`` removes its socket file when closed, if the file is still the
+    one it bound; never for an abstract name or a ``sock`` passed in.
+
+    Args:
+        host: TCP: the interface(s) to listen on; ``None`` or ``""``: all.
+        port: TCP: the port; 0 or ``None`` picks a free one.
+        path: Unix: the socket path; a leading NUL makes an abstract name.
+        sock: an already bound (and usually listening) socket, TCP or Unix,
+            instead of an address; the listener owns it and closes it.
+        unix: true for a Unix socket (``path`` or ``sock``).
+        backlog: the kernel's queue of connections not yet accepted.
+        reuse_port: TCP: set ``SO_REUSEPORT`` to share the port between processes.
+
+    Returns:
+        The listeners, one per socket, in binding order.
+
+    Raises:
+        OSError: if a host does not resolve or an address cannot be bound.
+        TypeError: if ``unix`` is true and neither ``path`` nor ``sock`` is given.
+        ValueError: if the arguments contradict each other (``sock`` with an
+            address, ``path`` without ``unix``...), or ``sock`` is not a
+            stream socket.
+        RuntimeError: if no event loop runs.
+    """
+    wrap = _stream_factory()
+    if unix:
+        if host is not None or port is not None:
+            raise ValueError("a Unix socket has a path, not a host and port")
+        if reuse_port:
+            raise ValueError("reuse_port applies to TCP sockets only")
+        if path is not None and sock is not None:
+            raise ValueError("give either path or sock, not both")
+        if sock is not None:
+            return [SocketListener(adopt_socket(sock, backlog=backlog), wrap)]
+        if path is None:
+            raise TypeError("a Unix listener needs a path or a sock")
+        unix_sock, socket_file = bind_unix(path, backlog=backlog)
+        return [SocketListener(unix_sock, wrap, socket_file=socket_file)]
+    if path is not None:
+        raise ValueError("path is for Unix sockets (unix=True)")
+    if sock is not None:
+        if host is not None or port:
+            raise ValueError("give either host and port, or sock")
+        if reuse_port:
+            raise ValueError("reuse_port must be set before binding: set it on sock yourself")
+        return [SocketListener(adopt_socket(sock, backlog=backlog), wrap)]
+    sockets = await bind_tcp(host, port or 0, backlog=backlog, reuse_port=reuse_port)
+    return [SocketListener(tcp_sock, wrap) for tcp_sock in sockets]
+
+
+def direct_writer(stream: anyio.abc.ByteStream) -> Callable[[memoryview], int] | None:
+    """A synchronous, non-blocking writer for ``stream``, or None if it offers none.
+
+    The returned function hands the transport what it accepts *now*, without
+    blocking and without a checkpoint, and returns how many bytes it took (0
+    when the transport is full, or the view is empty); it raises
+    anyio.BrokenResourceError when the peer is gone and
+    anyio.ClosedResourceError after aclose(). Only plain sockets offer one:
+    TLS streams (anyio TLSStream) and unknown streams return None. The
+    caller guarantees no stream.send() runs at the same time.
+
+    On asyncio the writer takes a whole view unless the transport already
+    holds ``write_high_water_bytes`` (64 KiB) or more; on Trio it is one
+    ``send()`` on the non-blocking socket, which may take part of the view.
+
+    Args:
+        stream: a stream accepted by a listener of :func:`open_listeners`, or
+            any wrapper around one.
+
+    Returns:
+        The writer, or ``None``.
+    """
+    if isinstance(stream, AsyncioByteStream):
+        return stream.write_nowait
+    # On Trio anyio's socket stream keeps no bytes of its own: its raw socket
+    # is the stdlib socket under the Trio socket, so writing to it directly
+    # while no send() runs keeps the byte order. anyio's asyncio stream has a
+    # transport buffer in between, which must not be bypassed.
+    if isinstance(stream, anyio.abc.SocketStream) and running_loop() is None:
+        raw_socket = stream.extra(SocketAttribute.raw_socket)
+        if isinstance(raw_socket, socket.socket):
+            return _socket_writer(raw_socket)
+    return None
+
+
+def _socket_writer(sock: socket.socket) -> Callable[[memoryview], int]:
+    send = sock.send
+
+    def write(view: memoryview) -> int:
+        try:
+            return send(view)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            if sock.fileno() < 0:  # the stream closed it (aclose)
+                raise anyio.ClosedResourceError from None
+            raise anyio.BrokenResourceError from exc
+
+    return write
+
+
+def _stream_factory() -> StreamFactory:
+    """Choose how accepted sockets become streams on the running loop."""
+    if running_loop() is None:
+        return _wrap_for_trio
+    return wrap_accepted_socket
+
+
+async def _wrap_for_trio(sock: socket.socket) -> anyio.abc.SocketStream:
+    if sock.family == socket.AF_UNIX:
+        return await anyio.abc.UNIXSocketStream.from_socket(sock)
+    return await anyio.abc.SocketStream.from_socket(sock)
