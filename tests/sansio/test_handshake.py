@@ -174,6 +174,47 @@ def test_repeated_websocket_version_gets_426() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
+        pytest.param({"replace": {"Sec-WebSocket-Version": "8"}}, id="wrong-version"),
+        pytest.param({"replace": {"Sec-WebSocket-Version": ""}}, id="empty-version"),
+        pytest.param({"drop": ["Sec-WebSocket-Version"]}, id="missing-version"),
+        pytest.param({"extra": [("Sec-WebSocket-Version", "13")]}, id="repeated-version"),
+        pytest.param({"drop": ["Upgrade"]}, id="missing-upgrade"),
+        pytest.param({"replace": {"Connection": "keep-alive"}}, id="no-upgrade-option"),
+    ],
+)
+def test_every_426_names_websocket_in_upgrade_and_connection(kwargs: dict[str, object]) -> None:
+    # RFC 9110 section 15.5.22: a 426 MUST carry Upgrade; section 7.8: whoever
+    # sends Upgrade MUST list it in Connection, a hop-by-hop header.
+    connection, response = handshake(**kwargs)
+    wire = connection.data_to_send()[0]
+
+    assert response.status_code == 426
+    head = wire.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    assert head[0] == b"HTTP/1.1 426 Upgrade Required"
+    assert b"Upgrade: websocket" in head
+    assert b"Connection: Upgrade, close" in head
+    assert len([line for line in head if line.lower().startswith(b"connection:")]) == 1
+
+
+def test_reject_with_426_names_websocket_in_upgrade_and_connection() -> None:
+    response = ServerConnection().reject(426, "upgrade first\n")
+
+    assert response.headers["Upgrade"] == "websocket"
+    assert response.headers["Connection"] == "Upgrade, close"
+    assert response.body == b"upgrade first\n"
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 500])
+def test_reject_with_other_statuses_sends_no_upgrade(status: int) -> None:
+    response = ServerConnection().reject(status, "no\n")
+
+    assert "Upgrade" not in response.headers
+    assert response.headers["Connection"] == "close"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
         pytest.param({"drop": ["Sec-WebSocket-Key"]}, id="missing"),
         pytest.param({"replace": {"Sec-WebSocket-Key": ""}}, id="empty"),
         pytest.param({"replace": {"Sec-WebSocket-Key": "not base64!"}}, id="not-base64"),

@@ -18,7 +18,6 @@ from .exceptions import (
     InvalidHandshake,
     InvalidMessage,
     InvalidState,
-    InvalidUpgrade,
     InvalidUTF8,
     InvalidVersion,
     PayloadTooBig,
@@ -350,25 +349,42 @@ class ServerConnection:
         )
         if isinstance(exc, InvalidVersion):
             response.headers["Sec-WebSocket-Version"] = "13"
-        if isinstance(exc, InvalidUpgrade):
-            # RFC 9110 section 15.5.22: a 426 names the protocol to upgrade to.
-            del response.headers["Connection"]
-            response.headers["Connection"] = "Upgrade, close"
-            response.headers["Upgrade"] = "websocket"
         return response
 
     def reject(self, status: int, text: str) -> Response:
         """Build an HTTP error response with a plain-text body.
 
-        :param status: the HTTP status code.
-        :param text: the body, sent as UTF-8.
+        Every response closes the connection (``Connection: close``). A 426
+        also names the protocol to upgrade to: ``Upgrade: websocket``, with
+        ``Connection: Upgrade, close``.
+
+        Args:
+            status: the HTTP status code.
+            text: the body, sent as UTF-8.
+
+        Returns:
+            The response, to send with :meth:`send_response`.
+
+        Raises:
+            ValueError: if ``status`` is not an HTTP status code.
         """
         http_status = HTTPStatus(status)
         body = text.encode()
-        headers = Headers(
-            Date=email.utils.formatdate(usegmt=True),
-            Connection="close",
-        )
+        if http_status is HTTPStatus.UPGRADE_REQUIRED:
+            # RFC 9110 section 15.5.22: "The server MUST send an Upgrade header
+            # field in a 426 response", and section 7.8: "A sender of Upgrade
+            # MUST also send an "Upgrade" connection option in the Connection
+            # header field". Whatever made the request fail.
+            headers = Headers(
+                Date=email.utils.formatdate(usegmt=True),
+                Connection="Upgrade, close",
+                Upgrade="websocket",
+            )
+        else:
+            headers = Headers(
+                Date=email.utils.formatdate(usegmt=True),
+                Connection="close",
+            )
         headers["Content-Length"] = str(len(body))
         headers["Content-Type"] = "text/plain; charset=utf-8"
         return Response(http_status.value, http_status.phrase, headers, body)
