@@ -232,6 +232,34 @@ async def test_invalid_utf8_in_a_later_fragment_fails_before_the_message_ends(
             await client.expect_close(1007, timeout=FAIL_FAST_SECONDS)
 
 
+# Fail fast inside one frame (Autobahn 6.4.3 and 6.4.4): a long text frame whose
+# payload is sent in pieces, the bytes after the bad one never. The server must
+# fail it on the bytes it has, without waiting for the frame to end.
+FRAME_PREFIX = "κόσμε".encode()
+
+
+@pytest.mark.parametrize(
+    "bad_piece",
+    [
+        pytest.param(encode_in(0x110000, 4), id="whole-bad-sequence"),  # 6.4.3
+        pytest.param(encode_in(0x110000, 4)[:2], id="up-to-the-bad-byte"),  # 6.4.4
+        pytest.param(encode_in(0xD800, 3)[:2], id="surrogate-start"),
+    ],
+)
+async def test_invalid_utf8_inside_a_frame_still_arriving_fails_fast(
+    port: int, bad_piece: bytes
+) -> None:
+    payload = FRAME_PREFIX + bad_piece + b"x" * 65536
+    frame = frame_bytes(TEXT, payload)
+    good_end = len(frame) - len(payload) + len(FRAME_PREFIX)
+    with anyio.fail_after(CASE_SECONDS):
+        async with RawClient.connect(port) as client:
+            await client.send_raw(frame[:good_end])
+            await client.expect_silence(0.05)
+            await client.send_raw(frame[good_end : good_end + len(bad_piece)])
+            await client.expect_close(1007, timeout=FAIL_FAST_SECONDS)
+
+
 async def test_valid_prefix_of_a_long_message_is_not_refused_early(port: int) -> None:
     # A sequence cut between fragments is not an error until the message ends.
     with anyio.fail_after(CASE_SECONDS):

@@ -27,7 +27,7 @@ from .exceptions import (
     RequestTooLarge,
     WebSocketError,
 )
-from .frames import Close, CloseCode, Frame, Opcode
+from .frames import Close, CloseCode, Frame, Opcode, TextFrame
 from .handshake import Origin, Subprotocol
 from .http11 import Headers, MultipleValuesError, Request, Response
 
@@ -62,5 +62,6 @@ __all__ = [
     "ServerConnection",
     "State",
     "Subprotocol",
+    "TextFrame",
     "WebSocketError",
 ]

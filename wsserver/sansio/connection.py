@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from http import HTTPStatus
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from .exceptions import (
     ConnectionClosed,
@@ -29,11 +29,15 @@ from .frames import (
     CloseCode,
     Frame,
     Opcode,
+    TextFrame,
+    new_frame,
     parse_close,
-    parse_frame,
+    parse_frame_head,
     serialize_close,
     serialize_frame,
     serialize_frame_head,
+    wait_for_frame_head,
+    with_text,
 )
 from .handshake import (
     Origin,
@@ -69,8 +73,31 @@ _OK_CLOSE_CODES = frozenset(
 )
 
 
+_new_tuple = tuple.__new__
+
 LARGE_PAYLOAD_BYTES = 65536
 """From this payload size on, a frame's header and payload are queued apart."""
+
+_utf8_decode = codecs.utf_8_decode
+
+_PIECE_LENGTH = 4096
+"""The pieces of a frame arriving in parts are gathered up to this length."""
+
+_Piece = TypeVar("_Piece", bytes, str)
+
+
+def _gather(pieces: list[_Piece], piece: _Piece) -> None:
+    """Append ``piece`` to ``pieces``, joined to the last one while that one is short.
+
+    Every piece but the last holds at least :data:`_PIECE_LENGTH` items: a peer
+    trickling bytes one by one costs no object per byte, each call copies at
+    most that many items more than it brings, and a long piece is not copied
+    until the final join.
+    """
+    if pieces and len(pieces[-1]) < _PIECE_LENGTH:
+        pieces[-1] += piece
+    elif piece:
+        pieces.append(piece)
 
 
 def _truncate_reason(reason: str) -> str:
@@ -170,11 +197,12 @@ class ServerConnection:
         self.close_rcvd_then_sent: bool | None = None
         self._eof_sent = False
 
-        # Message being received: its size so far and, for text, a UTF-8
-        # decoder that sees the fragments as they arrive.
+        # Message being received: its size so far and, for text, the bytes
+        # of a character cut at the end of the last piece decoded (b"" when
+        # none; None for a binary message or none at all).
         self._receiving: Opcode | None = None
         self._received_bytes = 0
-        self._utf8: codecs.BufferedIncrementalDecoder | None = None
+        self._utf8: bytes | None = None
         # Message being sent, for fragmentation order checks.
         self._sending: Opcode | None = None
 
@@ -263,7 +291,11 @@ class ServerConnection:
         next(self._parser)
 
     def events_received(self) -> list[Event]:
-        """Return the events received since the last call: a :class:`Request`, then frames."""
+        """Return the events received since the last call: a :class:`Request`, then frames.
+
+        The frames of text messages are :class:`TextFrame` objects, which carry
+        the text decoded from them; other frames are plain :class:`Frame` objects.
+        """
         events, self._events = self._events, []
         return events
 
@@ -565,14 +597,7 @@ class ServerConnection:
                     while self._state is State.CONNECTING and not self._reader.at_eof:
                         yield
             if self._state is State.OPEN:
-                reader = self._reader
-                while self.close_rcvd is None:
-                    if self.max_size is None or self.extensions:
-                        budget = self._wire_budget()
-                    else:  # the common case, inlined: this runs for every frame
-                        budget = self.max_size - self._received_bytes
-                    frame = yield from parse_frame(reader, max_size=budget)
-                    self._receive_frame(frame)
+                yield from self._parse_frames()
         except EOFError:
             self._receive_abrupt_eof()
         except ProtocolError as exc:
@@ -618,23 +643,137 @@ class ServerConnection:
             return budget
         return budget + budget // 16 + 64
 
-    def _receive_frame(self, frame: Frame) -> None:
+    def _parse_frames(self) -> Generator[None, None, None]:
+        """Parse frames until a close frame; the hot path, inlined where it counts."""
+        reader = self._reader
+        while self.close_rcvd is None:
+            if self.max_size is None or self.extensions:
+                budget = self._wire_budget()
+            else:  # the common case, inlined: this runs for every frame
+                budget = self.max_size - self._received_bytes
+            head = parse_frame_head(reader, max_size=budget)
+            if head is None:
+                head = yield from wait_for_frame_head(reader, max_size=budget)
+            opcode, first, length, start, mask = head
+
+            # The rules that depend on the connection are checked on the
+            # header, so that a frame breaking them fails before its payload
+            # has arrived.
+            if first & 0x30 or (first & 0x40 and not self.extensions):
+                raise ProtocolError("reserved bits must be 0")
+            if opcode >= Opcode.CLOSE:
+                if first & 0x40:
+                    raise ProtocolError("reserved bits must be 0 on control frames")
+            elif opcode is Opcode.CONT:
+                if self._receiving is None:
+                    raise ProtocolError("unexpected continuation frame")
+            elif self._receiving is not None:
+                raise ProtocolError("expected a continuation frame")
+
+            if len(reader) < start + length:
+                if (
+                    opcode is Opcode.TEXT or (opcode is Opcode.CONT and self._utf8 is not None)
+                ) and not self.extensions:
+                    yield from self._receive_text_in_pieces(opcode, first, length, start, mask)
+                    continue
+                # Other payloads need no look before they are complete. Nor
+                # can a payload an extension transforms: permessage-deflate
+                # inflates a frame only once it is whole, so the UTF-8 of a
+                # compressed text frame is checked then.
+                yield from reader.wait_for(start + length)
+            data = reader.read_unmasked(length, mask, start)
+            if self.extensions or (first != 0x81 and first != 0x82):
+                self._receive_frame(new_frame(opcode, data, first))
+                # This generator waits for the next frame with its locals
+                # alive: drop the payload once it is handed on.
+                del data
+                continue
+            # FIN, no reserved bit, TEXT or BINARY: an unfragmented message, the
+            # common case, handled here. No message is in progress (the header
+            # checks saw to it) and the header checked max_size, so there is
+            # no state to update.
+            if first == 0x81:
+                text_frame = _new_tuple(TextFrame, (Opcode.TEXT, data, True, False, False, False))
+                try:
+                    text_frame.text = data.decode()  # the only decoding of this text
+                except UnicodeDecodeError as exc:
+                    raise InvalidUTF8(f"invalid UTF-8 in text message: {exc.reason}") from None
+                frame: Frame = text_frame
+                del text_frame
+            else:
+                frame = _new_tuple(Frame, (Opcode.BINARY, data, True, False, False, False))
+            if self._debug:
+                self.logger.debug("< %s", frame)
+            self._events.append(frame)
+            del data, frame  # as above: not kept while waiting
+
+    def _receive_text_in_pieces(
+        self, opcode: Opcode, first: int, length: int, start: int, mask: bytes
+    ) -> Generator[None, None, None]:
+        """Receive a text payload that has not all arrived, checking UTF-8 as it comes.
+
+        A peer that sends invalid UTF-8 is failed at the piece that holds the
+        first bad byte, not when (or if) the frame ends: each call to
+        :meth:`receive_data` unmasks and checks the bytes it brought, and
+        work stays proportional to them. Each byte is decoded once.
+
+        Args:
+            opcode: TEXT, or CONT in a text message.
+            first: the frame's first header byte.
+            length: the payload length.
+            start: where the payload starts in the frame.
+            mask: the frame's mask.
+        """
+        reader = self._reader
+        if opcode is Opcode.TEXT:
+            self._utf8 = b""
+        final = bool(first & 0x80)
+        # Payload and text gather in pieces; see _gather().
+        payload: list[bytes] = []
+        texts: list[str] = []
+        # While every piece is ASCII (valid UTF-8 as it stands), and no
+        # character is pending from the previous fragment, pieces are only
+        # checked, and the whole payload is decoded once at the end: decoding
+        # ASCII piece by piece costs more than the check. JSON arrives so.
+        only_ascii = not self._utf8
+        received = 0
+        skip = start  # the header is dropped with the first piece
+        while True:
+            size = min(len(reader) - skip, length - received)
+            if size > 0:
+                shift = received & 3  # where the mask stands at this offset
+                piece = reader.read_unmasked(size, mask[shift:] + mask[:shift], skip)
+                skip = 0
+                _gather(payload, piece)
+                if not (only_ascii and piece.isascii()):
+                    if only_ascii:  # the first byte beyond ASCII: decode what came before
+                        only_ascii = False
+                        texts.append(b"".join(payload)[:received].decode("ascii"))
+                    last = final and received + size == length
+                    _gather(texts, self._decode_utf8(piece, final=last))
+                received += size
+                if received == length:
+                    break
+            if reader.at_eof:
+                raise EOFError(f"stream ended after {received} of {length} payload bytes")
+            yield
+        data = b"".join(payload)
+        text = data.decode("ascii") if only_ascii else "".join(texts)
+        frame = with_text(new_frame(opcode, data, first), text)
         if self._debug:
             self.logger.debug("< %s", frame)
-        if frame.rsv2 or frame.rsv3 or (frame.rsv1 and not self.extensions):
-            raise ProtocolError("reserved bits must be 0")
+        # parse_frame_head checked that length fits in what max_size leaves.
+        self._received_bytes += length
+        self._end_data_frame(frame)
+
+    def _receive_frame(self, frame: Frame) -> None:
+        """Handle a whole frame whose header passed the connection's checks."""
+        if self._debug:
+            self.logger.debug("< %s", frame)
         opcode = frame.opcode
         if opcode >= Opcode.CLOSE:
-            if frame.rsv1:
-                raise ProtocolError("reserved bits must be 0 on control frames")
             self._receive_control(frame)
             return
-
-        if opcode is Opcode.CONT:
-            if self._receiving is None:
-                raise ProtocolError("unexpected continuation frame")
-        elif self._receiving is not None:
-            raise ProtocolError("expected a continuation frame")
 
         if self.extensions:
             for extension in reversed(self.extensions):
@@ -645,37 +784,64 @@ class ServerConnection:
 
         if opcode is Opcode.TEXT:
             if frame.fin:
-                # One-frame text message: the common case, validated in one call.
+                # One-frame text message (inflated, or with reserved bits an
+                # extension allowed), decoded in one call.
                 try:
-                    frame.data.decode()
+                    text = frame.data.decode()
                 except UnicodeDecodeError as exc:
                     raise InvalidUTF8(f"invalid UTF-8 in text message: {exc.reason}") from None
             else:
-                self._utf8 = codecs.getincrementaldecoder("utf-8")()
-                self._check_utf8(frame)
+                self._utf8 = b""
+                text = self._decode_utf8(frame.data, final=False)
+            frame = with_text(frame, text)
         elif self._utf8 is not None:
-            self._check_utf8(frame)
+            frame = with_text(frame, self._decode_utf8(frame.data, final=frame.fin))
+        self._end_data_frame(frame)
 
+    def _end_data_frame(self, frame: Frame) -> None:
+        """Record a data frame received and checked: message state, then the event."""
         if frame.fin:
             self._receiving = None
             self._received_bytes = 0
             self._utf8 = None
-        elif opcode is not Opcode.CONT:
-            self._receiving = opcode
+        elif frame.opcode is not Opcode.CONT:
+            self._receiving = frame.opcode
         self._events.append(frame)
 
-    def _check_utf8(self, frame: Frame) -> None:
-        assert self._utf8 is not None
+    def _decode_utf8(self, data: bytes, *, final: bool) -> str:
+        """Decode the next bytes of the text message being received.
+
+        Args:
+            data: the next bytes of the message's payload.
+            final: true when they end the message.
+
+        Returns:
+            The characters they complete; a character cut at the end of
+            ``data`` waits in :attr:`_utf8` for the bytes that end it.
+
+        Raises:
+            InvalidUTF8: at the first byte that no valid text can hold.
+        """
+        pending = self._utf8
+        assert pending is not None  # a text message is being received
+        if pending:
+            data = pending + data
         try:
-            self._utf8.decode(frame.data, final=frame.fin)
+            # What an incremental decoder does, without its Python layer: this
+            # runs for every piece of a text frame that arrives in parts.
+            text, consumed = _utf8_decode(data, "strict", final)
         except UnicodeDecodeError as exc:
             raise InvalidUTF8(f"invalid UTF-8 in text message: {exc.reason}") from None
+        if consumed == len(data):
+            self._utf8 = b""
+            return text
+        pending = self._utf8 = data[consumed:]
         # CPython's decoder rejects every impossible prefix at once except a
-        # surrogate's (ED A0..BF), which it buffers until the third byte; fail
-        # fast on it too rather than wait for the next fragment.
-        pending = self._utf8.getstate()[0]
+        # surrogate's (ED A0..BF), which it holds back until the third byte;
+        # fail fast on it too rather than wait for the next piece.
         if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
             raise InvalidUTF8("invalid UTF-8 in text message: surrogate")
+        return text
 
     def _receive_control(self, frame: Frame) -> None:
         opcode = frame.opcode

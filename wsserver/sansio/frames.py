@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Generator
-from typing import NamedTuple
+from collections.abc import Generator, Iterable
+from typing import NamedTuple, TypeAlias
 
 import attrs
 
@@ -19,13 +19,19 @@ __all__ = [
     "Close",
     "CloseCode",
     "Frame",
+    "FrameHead",
     "Opcode",
+    "TextFrame",
     "is_valid_close_code",
+    "new_frame",
     "parse_close",
     "parse_frame",
+    "parse_frame_head",
     "serialize_close",
     "serialize_frame",
     "serialize_frame_head",
+    "wait_for_frame_head",
+    "with_text",
 ]
 
 MAX_CONTROL_PAYLOAD_BYTES = 125
@@ -101,6 +107,78 @@ class Frame(NamedTuple):
         return f"{name} {shown!r}{more} [{len(self.data)} bytes{'' if self.fin else ', continued'}]"
 
 
+class TextFrame(Frame):
+    """A frame of a text message, with the text the connection decoded from it.
+
+    :meth:`ServerConnection.events_received
+    <wsserver.sansio.ServerConnection.events_received>` returns one for every
+    TEXT frame and for every continuation frame of a text message; binary and
+    control frames stay plain :class:`Frame` objects. It is still a
+    :class:`Frame`: it compares and hashes equal to the :class:`Frame` with the
+    same six fields, so code that compares frames as tuples is unaffected.
+
+    Attributes:
+        text: The characters decoded from this frame's payload (after
+            decompression, if an extension compressed it), decoded once, by
+            the connection, while it checked the UTF-8. A character whose
+            bytes are split across frames belongs to the frame that ends it,
+            so ``"".join(frame.text for frame in fragments)`` is the whole
+            message; for an unfragmented message ``text`` is the message.
+    """
+
+    # No __slots__: a tuple subclass cannot add slots, so ``text`` lives in
+    # the instance's __dict__, which also keeps the tuple's six fields intact.
+    text: str
+
+    @classmethod
+    def _make(cls, iterable: Iterable[object]) -> Frame:  # type: ignore[override]
+        # _replace() rebuilds through _make(): a changed frame no longer holds
+        # the text that was decoded, so it comes back as a plain Frame rather
+        # than a TextFrame without ``text``. (mypy expects _make to return cls.)
+        return Frame._make(iterable)
+
+
+_new_tuple = tuple.__new__
+
+# (fin, rsv1, rsv2, rsv3) for each value of a frame's first byte shifted right by
+# four: a lookup instead of four bool() calls for every frame received.
+_FLAGS: tuple[tuple[bool, bool, bool, bool], ...] = tuple(
+    (bool(bits & 8), bool(bits & 4), bool(bits & 2), bool(bits & 1)) for bits in range(16)
+)
+
+
+def new_frame(opcode: Opcode, data: bytes, first: int) -> Frame:
+    """Build the :class:`Frame` whose header starts with the byte ``first``.
+
+    Args:
+        opcode: the frame's opcode (the low four bits of ``first``, checked).
+        data: the unmasked payload.
+        first: the first header byte: FIN, RSV1 to RSV3 and the opcode.
+
+    Returns:
+        The frame, built without the named tuple's keyword handling: this
+        runs for every frame received.
+    """
+    return _new_tuple(Frame, (opcode, data, *_FLAGS[first >> 4]))
+
+
+def with_text(frame: Frame, text: str) -> TextFrame:
+    """Turn ``frame`` into the :class:`TextFrame` that carries ``text``.
+
+    Args:
+        frame: a TEXT frame or a continuation frame of a text message.
+        text: the characters decoded from its payload.
+
+    Returns:
+        A :class:`TextFrame` with the same six fields.
+    """
+    # Built from a plain tuple: tuple.__new__ iterates over a tuple subclass.
+    opcode, data, fin, rsv1, rsv2, rsv3 = frame
+    text_frame = _new_tuple(TextFrame, (opcode, data, fin, rsv1, rsv2, rsv3))
+    text_frame.text = text
+    return text_frame
+
+
 @attrs.frozen(slots=True)
 class Close:
     """The content of a close frame: a close code and a reason."""
@@ -124,29 +202,48 @@ _pack_head_16 = struct.Struct("!BBH").pack
 _pack_head_64 = struct.Struct("!BBQ").pack
 
 
-def parse_frame(
+FrameHead: TypeAlias = "tuple[Opcode, int, int, int, bytes]"
+"""What :func:`parse_frame_head` returns.
+
+``(opcode, first, length, start, mask)``: the opcode; the first header byte
+(FIN, RSV1 to RSV3 and the opcode bits); the payload length; where the payload
+starts, counted from the frame's first byte (after the header and the mask);
+the 4-byte mask, or ``b""`` for an unmasked frame.
+"""
+
+
+def parse_frame_head(
     reader: StreamReader,
     *,
     mask_required: bool = True,
     max_size: int | None = None,
-) -> Generator[None, None, Frame]:
-    """Parse one frame from ``reader``; a generator that yields while bytes are missing.
+) -> FrameHead | None:
+    """Check the header of the next frame in ``reader`` without consuming anything.
 
     Checks the rules every frame must satisfy on its own: a known opcode,
-    masking, control frames unfragmented and at most 125 bytes. Rules that
-    depend on the connection (reserved bits, continuation order) are the
-    connection's.
+    masking, control frames unfragmented and at most 125 bytes, lengths
+    minimally encoded. Rules that depend on the connection (reserved bits,
+    continuation order) are the connection's. A plain function rather than a
+    generator, so that a header already buffered costs no generator: call it
+    again once more bytes arrived when it returns ``None``.
 
-    :param mask_required: reject unmasked frames (a server's frames come masked).
-    :param max_size: reject a data frame's payload longer than this many bytes.
-    :raises ProtocolError: on any violation of RFC 6455 section 5.
-    :raises PayloadTooBig: if a data frame's payload is longer than ``max_size``.
-    :raises EOFError: if the stream ends inside the frame.
+    Args:
+        reader: the buffer the frame is read from.
+        mask_required: reject unmasked frames (a client's frames come masked).
+        max_size: reject a data frame's payload longer than this many bytes.
+
+    Returns:
+        The header as a :data:`FrameHead`, or ``None`` while part of it (the
+        mask included) has not arrived.
+
+    Raises:
+        ProtocolError: on any violation of :rfc:`6455#section-5.2`, as soon as
+            the bytes that show it have arrived.
+        PayloadTooBig: if a data frame's payload is longer than ``max_size``.
     """
-    # The header is peeked, then the whole frame is taken in one copy: for a
-    # small frame already buffered, no generator is created at all.
-    if len(reader) < 2:
-        yield from reader.wait_for(2)
+    buffered = len(reader)
+    if buffered < 2:
+        return None
     first, second = reader.peek_head()
     try:
         opcode = _OPCODES_BY_VALUE[first & 0x0F]
@@ -155,57 +252,103 @@ def parse_frame(
     masked = second & 0x80
     if mask_required and not masked:
         raise ProtocolError("unmasked frame from the client")
-    fin = first & 0x80
     length = second & 0x7F
     if opcode >= 0x8:
-        if not fin:
+        if not first & 0x80:
             raise ProtocolError("fragmented control frame")
         if length > MAX_CONTROL_PAYLOAD_BYTES:
             raise ProtocolError("control frame longer than 125 bytes")
 
     if length < 126:
-        offset = 2
+        start = 2
     elif length == 126:
-        if len(reader) < 4:
-            yield from reader.wait_for(4)
+        if buffered < 4:
+            return None
         (length,) = _unpack_16(reader.peek(4)[2:])
         if length < 126:
             raise ProtocolError("payload length not minimally encoded")
-        offset = 4
+        start = 4
     else:
-        if len(reader) < 10:
-            yield from reader.wait_for(10)
+        if buffered < 10:
+            return None
         (length,) = _unpack_64(reader.peek(10)[2:])
         if length >> 63:
             raise ProtocolError("payload length has its most significant bit set")
         if length < 65536:
             raise ProtocolError("payload length not minimally encoded")
-        offset = 10
+        start = 10
     # Control frames are not part of a message: they are capped at 125 bytes
     # above and must not eat into the budget of a message they interrupt.
     if max_size is not None and length > max_size and opcode < Opcode.CLOSE:
         raise PayloadTooBig(f"frame of {length} bytes exceeds limit of {max_size} bytes")
+    if not masked:
+        return opcode, first, length, start, b""
+    if buffered < start + 4:
+        return None
+    return opcode, first, length, start + 4, reader.peek(4, start)
 
-    if masked:
-        total = offset + 4 + length
-        raw = reader.read_now(total)
-        if raw is None:
-            raw = yield from reader.read_exact(total)
-        data = apply_mask(memoryview(raw)[offset + 4 :], raw[offset : offset + 4])
-    else:
-        total = offset + length
-        raw = reader.read_now(total)
-        if raw is None:
-            raw = yield from reader.read_exact(total)
-        data = raw[offset:]
-    return Frame(
-        opcode,
-        data,
-        bool(fin),
-        bool(first & 0x40),
-        bool(first & 0x20),
-        bool(first & 0x10),
-    )
+
+def wait_for_frame_head(
+    reader: StreamReader,
+    *,
+    mask_required: bool = True,
+    max_size: int | None = None,
+) -> Generator[None, None, FrameHead]:
+    """Wait until the next frame's header has arrived, then check it.
+
+    The generator twin of :func:`parse_frame_head`, for when it returned
+    ``None``; it takes the same arguments and raises the same errors.
+
+    Raises:
+        EOFError: if the stream ends inside the header.
+    """
+    while True:
+        head = parse_frame_head(reader, mask_required=mask_required, max_size=max_size)
+        if head is not None:
+            return head
+        if reader.at_eof:
+            raise EOFError(f"stream ended after {len(reader)} bytes of a frame header")
+        yield
+
+
+def parse_frame(
+    reader: StreamReader,
+    *,
+    mask_required: bool = True,
+    max_size: int | None = None,
+) -> Generator[None, None, Frame]:
+    """Parse one frame from ``reader``; a generator that yields while bytes are missing.
+
+    Checks what :func:`parse_frame_head` checks, then reads the payload.
+
+    Args:
+        reader: the buffer the frame is read from.
+        mask_required: reject unmasked frames (a client's frames come masked).
+        max_size: reject a data frame's payload longer than this many bytes.
+
+    Returns:
+        The frame, its payload unmasked.
+
+    Raises:
+        ProtocolError: on any violation of :rfc:`6455#section-5`.
+        PayloadTooBig: if a data frame's payload is longer than ``max_size``.
+        EOFError: if the stream ends inside the frame.
+    """
+    head = parse_frame_head(reader, mask_required=mask_required, max_size=max_size)
+    if head is None:
+        head = yield from wait_for_frame_head(
+            reader, mask_required=mask_required, max_size=max_size
+        )
+    opcode, first, length, start, mask = head
+    # The payload is taken in one copy once the whole frame has arrived.
+    if len(reader) < start + length:
+        yield from reader.wait_for(start + length)
+    if mask:
+        return new_frame(opcode, reader.read_unmasked(length, mask, start), first)
+    reader.read_now(start)
+    data = reader.read_now(length)
+    assert data is not None  # wait_for() saw the whole frame buffered
+    return new_frame(opcode, data, first)
 
 
 def serialize_frame(frame: Frame, *, mask: bytes | None = None) -> bytes:

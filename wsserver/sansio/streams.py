@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
+from .masking import apply_mask
+
 __all__ = ["StreamReader"]
 
 
@@ -63,6 +65,11 @@ class StreamReader:
             data = bytes(memoryview(self._buffer)[start:end])
         else:
             data = bytes(self._buffer[start:end])
+        self._consume_to(end)
+        return data
+
+    def _consume_to(self, end: int) -> None:
+        """Mark the bytes before ``end`` (an index into the buffer) consumed."""
         if end == len(self._buffer):
             self._buffer.clear()
             self._offset = 0
@@ -71,7 +78,6 @@ class StreamReader:
             if end > 65536 and end * 2 > len(self._buffer):
                 del self._buffer[:end]
                 self._offset = 0
-        return data
 
     def peek_head(self) -> tuple[int, int]:
         """Return the next two bytes as integers without consuming them.
@@ -81,9 +87,15 @@ class StreamReader:
         buffer, offset = self._buffer, self._offset
         return buffer[offset], buffer[offset + 1]
 
-    def peek(self, n: int) -> bytes:
-        """Return the next ``n`` buffered bytes without consuming them (fewer if absent)."""
-        return bytes(self._buffer[self._offset : self._offset + n])
+    def peek(self, n: int, skip: int = 0) -> bytes:
+        """Return ``n`` buffered bytes without consuming them (fewer if absent).
+
+        Args:
+            n: how many bytes to return.
+            skip: how many buffered bytes come before them.
+        """
+        start = self._offset + skip
+        return bytes(self._buffer[start : start + n])
 
     def wait_for(self, n: int) -> Generator[None, None, None]:
         """Wait until at least ``n`` bytes are buffered.
@@ -100,6 +112,28 @@ class StreamReader:
         if len(self._buffer) - self._offset < n:
             return None
         return self._take(n)
+
+    def read_unmasked(self, n: int, mask: bytes, skip: int = 0) -> bytes:
+        """Drop ``skip`` bytes, then take the next ``n`` unmasked; never waits.
+
+        Unmasking (:rfc:`6455#section-5.3`) reads the buffer in place: the
+        payload is copied once, into the result. The caller checks first that
+        ``skip + n`` bytes are buffered.
+
+        Args:
+            n: how many bytes to take.
+            mask: the 4-byte mask, as it stands at the first byte taken.
+            skip: how many bytes to drop first (a frame's header).
+
+        Returns:
+            The ``n`` bytes, XORed with ``mask`` repeated.
+        """
+        start = self._offset + skip
+        end = start + n
+        # The view is gone once apply_mask() returns, so the buffer may resize.
+        data = apply_mask(memoryview(self._buffer)[start:end], mask)
+        self._consume_to(end)
+        return data
 
     def read_exact(self, n: int) -> Generator[None, None, bytes]:
         """Read exactly ``n`` bytes.
