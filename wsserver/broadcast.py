@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 from .connection import Data, WebSocketServerProtocol
-from .sansio import State
 
 __all__ = ["broadcast"]
-
-logger = logging.getLogger("wsserver.server")
 
 
 def broadcast(
@@ -22,11 +18,15 @@ def broadcast(
     Text is encoded once for all connections. Connections that are not open,
     are in the middle of sending a fragmented message, or already have more
     than their ``write_limit`` of bytes waiting (slow readers) are skipped,
-    with a warning for the slow ones. Writing happens in each connection's own
-    task group, so this never blocks the caller.
+    with a warning for the slow ones. Each connection writes what its
+    transport takes at once and leaves the rest to its own writer task, so
+    this never blocks the caller.
 
-    :returns: the number of connections the message was queued for.
-    :raises TypeError: if ``message`` is neither text nor bytes-like.
+    Returns:
+        The number of connections the message was queued for.
+
+    Raises:
+        TypeError: if ``message`` is neither text nor bytes-like.
     """
     if isinstance(message, str):
         data = message.encode()
@@ -38,15 +38,11 @@ def broadcast(
         raise TypeError(f"broadcast needs str or bytes-like data, not {type(message)}")
     sent = 0
     for websocket in websockets:
-        if websocket.protocol.state is not State.OPEN or websocket._sending_fragments:
+        if not websocket.open:
             continue
-        if websocket.buffered_amount() > websocket.write_limit:
+        if websocket.buffered_amount() > websocket.options.write_limit:
             websocket.logger.warning("skipped broadcast: connection is too slow")
             continue
-        if text:
-            websocket.protocol.send_text(data)
-        else:
-            websocket.protocol.send_binary(data)
-        websocket._schedule_flush()
-        sent += 1
+        if websocket.try_send(data, text=text):
+            sent += 1
     return sent

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
-from wsserver.connection import INFLATE_SLICE_BYTES
+from wsserver._receiving import INFLATE_SLICE_BYTES
 
 from ..conformance.rawclient import RawClient, frame_bytes
 from ..serving import running_server
@@ -46,7 +46,7 @@ async def test_compressed_burst_cannot_queue_more_than_max_queue_messages() -> N
         await release.wait()
         received = 0
         while received < 40:
-            queued.append(len(websocket._messages))  # what waits unread
+            queued.append(len(websocket._inbox._messages))  # what waits unread
             message = await websocket.recv()
             assert message == bytes(MESSAGE_BYTES)
             received += 1
@@ -63,7 +63,7 @@ async def test_compressed_burst_cannot_queue_more_than_max_queue_messages() -> N
             await anyio.sleep(0.3)  # let the background reader do its worst
             (websocket,) = server.websockets
             try:
-                assert len(websocket._messages) <= bound
+                assert len(websocket._inbox._messages) <= bound
             finally:
                 release.set()
             frame = await client.recv_frame()

@@ -1,109 +1,125 @@
 """The asyncio front door: ``async with serve(...) as server`` and ``server = await serve(...)``.
 
-The server itself is the shared anyio layer (:mod:`wsserver.server`); on
-asyncio it runs over the lean byte stream of :mod:`wsserver.asyncio_io._stream`.
-This module only adapts the structured ``serve`` to asyncio's conventions: the
-server runs in a background task that the returned
-:class:`~wsserver.server.WebSocketServer` owns, and that ends when the server
-is closed.
+The server itself is the shared anyio layer (:mod:`wsserver.server`). This
+module only adapts it to asyncio's conventions: the server runs in a task that
+this module keeps until it ends; :meth:`~wsserver.server.WebSocketServer.wait_closed`,
+``serve_forever()`` and ``__aexit__`` report its failure, if it fails after
+starting. ``serve`` and ``unix_serve`` take exactly the options of the shared
+ones, with the same names, types and defaults (checked by mypy).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Generator
 from typing import Any
+
+import anyio.abc
 
 from .. import server as shared
 from ..connection import Handler, WebSocketServerProtocol
+from ..options import TCPServeOptions, UnixServeOptions, entry_point
 from ..server import WebSocketServer
 
 __all__ = ["WebSocketServer", "WebSocketServerProtocol", "serve", "unix_serve"]
 
+_running: set[asyncio.Task[None]] = set()
+"""The tasks running servers: asyncio keeps only weak references to tasks."""
 
-class _FutureStatus:
-    """The ``task_status`` given to ``serve``: resolves a future once the server listens."""
+
+class _FutureStatus(anyio.abc.TaskStatus[WebSocketServer]):
+    """The ``task_status`` given to the shared ``serve``: resolves a future once it listens."""
 
     def __init__(self, future: asyncio.Future[WebSocketServer]) -> None:
         self._future = future
 
-    def started(self, value: WebSocketServer) -> None:
+    def started(self, value: WebSocketServer | None = None) -> None:
+        assert value is not None, "the shared serve() reports its server"
         self._future.set_result(value)
 
 
-class _Serve:
-    """Awaitable and async context manager that starts a server in the background."""
+class Serve:
+    """What :func:`serve` returns: await it, or use it as an async context manager.
+
+    ``server = await serve(...)`` starts the server and returns it once it
+    listens; ``async with serve(...) as server:`` also closes it on exit and
+    waits until every connection ended.
+    """
 
     def __init__(
-        self, start: Callable[..., Coroutine[Any, Any, None]], *args: Any, **kwargs: Any
+        self, ws_handler: Handler, options: TCPServeOptions | UnixServeOptions
     ) -> None:
-        self._start = start
-        self._args = args
-        self._kwargs = kwargs
+        self._ws_handler = ws_handler
+        self._options = options
         self._server: WebSocketServer | None = None
 
-    async def _launch(self) -> WebSocketServer:
+    async def _start(self) -> WebSocketServer:
         loop = asyncio.get_running_loop()
         started: asyncio.Future[WebSocketServer] = loop.create_future()
-
-        # serve() runs as the task itself, not under a task group of ours:
-        # a failure to start then reaches the caller as itself (an OSError),
+        # The shared serve() runs as the task itself, not under a task group of
+        # ours: a failure to start reaches the caller as itself (an OSError),
         # not wrapped in an exception group.
         task = loop.create_task(
-            self._start(*self._args, task_status=_FutureStatus(started), **self._kwargs)
+            shared.run_server(self._ws_handler, self._options, task_status=_FutureStatus(started))
         )
-        # The task ends with the server; keep it referenced and report a
-        # failure to start (for example an address in use) to the caller.
+        _running.add(task)
+        task.add_done_callback(_running.discard)
         try:
             server = await _first(started, task)
         except BaseException:
             task.cancel()
             raise
-        server._owner_task = task  # type: ignore[attr-defined]
         self._server = server
         return server
 
     def __await__(self) -> Generator[Any, None, WebSocketServer]:
-        return self._launch().__await__()
+        return self._start().__await__()
 
     async def __aenter__(self) -> WebSocketServer:
-        return await self._launch()
+        return await self._start()
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+        await self._server.aclose()
 
 
 async def _first(
     started: asyncio.Future[WebSocketServer], task: asyncio.Task[None]
 ) -> WebSocketServer:
-    pending: set[asyncio.Future[Any]] = {started, task}
-    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    waiting: list[asyncio.Future[Any]] = [started, task]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if started.done():
         return started.result()
     task.result()  # raises what made the server fail to start
     raise RuntimeError("the server stopped before it started")
 
 
-def serve(ws_handler: Handler, host: Any = None, port: int | None = None, **kwargs: Any) -> _Serve:
+@entry_point(TCPServeOptions)
+def serve(ws_handler: Handler, options: TCPServeOptions) -> Serve:
     """Start a WebSocket server on TCP, asyncio style.
 
     ``server = await serve(handler, host, port)`` returns a running
     :class:`~wsserver.server.WebSocketServer`; ``async with serve(...) as
     server:`` also closes it on exit. Every option of :func:`wsserver.serve`
-    applies, with the same defaults.
+    applies, with the same defaults, and is validated at this call.
 
-    :raises OSError: when awaited, if the address cannot be bound.
+    Raises:
+        OSError: when awaited, if the address cannot be bound.
+        ValueError: if an option's value is out of range.
+        TypeError: if an option has the wrong type.
     """
-    return _Serve(shared.serve, ws_handler, host, port, **kwargs)
+    return Serve(ws_handler, options)
 
 
-def unix_serve(ws_handler: Handler, path: str | None = None, **kwargs: Any) -> _Serve:
+@entry_point(UnixServeOptions)
+def unix_serve(ws_handler: Handler, options: UnixServeOptions) -> Serve:
     """Start a WebSocket server on a Unix socket, asyncio style.
 
-    Like :func:`serve`, with a socket ``path``.
+    Like :func:`serve`, with a socket ``path`` (or ``sock``).
 
-    :raises OSError: when awaited, if the path cannot be bound.
+    Raises:
+        OSError: when awaited, if the path cannot be bound.
+        ValueError: if an option's value is out of range.
+        TypeError: if an option has the wrong type, or neither path nor sock is given.
     """
-    return _Serve(shared.unix_serve, ws_handler, path, **kwargs)
+    return Serve(ws_handler, options)

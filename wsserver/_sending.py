@@ -1,0 +1,272 @@
+"""The sending side of a connection: the one owner of every outgoing byte.
+
+Frames leave the sans-I/O core whole (:meth:`ServerConnection.data_to_send`)
+and go into :class:`Outbox`, in order. The outbox hands the transport what it
+takes at once, synchronously, when the stream offers a non-blocking writer
+(plain TCP and Unix sockets on both loops); whatever is left stays at the head
+of the buffer and a writer task of the connection's task group writes it with
+``stream.send``. Nothing else writes to the stream, so a frame is never written
+inside an unfinished one, and a caller cancelled while it waits for room leaves
+its frame queued whole: it is still sent, in order.
+
+``write_limit`` bounds the buffer: :meth:`Outbox.wait_for_room` waits while
+more than that many bytes are left unwritten. The writer task is only started
+when the transport is full (or for TLS, which has no non-blocking writer), and
+ends once the buffer is empty, so an idle connection keeps no task here.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+
+from ._transport import direct_writer
+from .sansio import ServerConnection, State
+from .sansio.frames import CloseCode
+
+if TYPE_CHECKING:
+    from .connection import WebSocketServerProtocol
+
+__all__ = ["Outbox", "send_fragments"]
+
+_EOF = b""
+"""The core's marker for "half-close the write side once the bytes before it are written"."""
+
+COALESCE_BELOW_BYTES = 16_384
+"""Chunks shorter than this are joined before a write: one system call for many small frames.
+
+Longer ones (the core queues a large payload apart from its header) are written
+as they are, since joining them would copy them.
+"""
+
+_WRITE_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class Outbox:
+    """The bytes a connection has yet to write, and the only code that writes them.
+
+    Args:
+        core: the sans-I/O connection whose output this writes.
+        stream: the byte stream to write to.
+        write_limit: bytes left unwritten above which :meth:`wait_for_room` waits.
+        task_group: where the writer task runs when the transport is full.
+        on_broken: called once if a write fails (the peer is gone); the
+            connection then stops reading and closes.
+    """
+
+    def __init__(
+        self,
+        core: ServerConnection,
+        stream: anyio.abc.ByteStream,
+        write_limit: int,
+        task_group: anyio.abc.TaskGroup,
+        on_broken: Callable[[], None],
+    ) -> None:
+        self._core = core
+        self._stream = stream
+        self._write_limit = write_limit
+        self._task_group = task_group
+        self._on_broken = on_broken
+        self._write_now = direct_writer(stream)
+        self._chunks: deque[bytes | memoryview] = deque()
+        self._buffered = 0
+        self._writer_running = False
+        self._broken = False
+        self._room: anyio.Event | None = None
+        self._drained: anyio.Event | None = None
+
+    def buffered(self) -> int:
+        """Count the bytes queued but not yet handed to the transport."""
+        return self._buffered + self._core.bytes_to_send()
+
+    def push(self) -> None:
+        """Take what the core queued and write what the transport accepts now.
+
+        Never blocks: the rest is left to the writer task. Call it after every
+        core call that may queue bytes.
+        """
+        writes = self._core.data_to_send()
+        if not writes:
+            return
+        if self._broken:
+            return  # the peer is gone: nothing will be written again
+        chunks = self._chunks
+        if len(writes) == 1:
+            chunks.append(writes[0])
+            self._buffered += len(writes[0])
+        else:
+            for chunk in _coalesce(writes):
+                chunks.append(chunk)
+                self._buffered += len(chunk)
+        if not self._writer_running:
+            self._write_what_fits()
+            if chunks:
+                self._writer_running = True
+                self._task_group.start_soon(self._write_rest)
+
+    async def wait_for_room(self) -> None:
+        """Wait while more than ``write_limit`` bytes are left unwritten.
+
+        Cancelling it leaves every queued frame in place: they are written
+        anyway, in order.
+        """
+        while self._buffered > self._write_limit and not self._broken:
+            room = self._room
+            if room is None:
+                room = self._room = anyio.Event()
+            await room.wait()
+
+    async def drain(self) -> None:
+        """Wait until every queued byte is written (or writing failed)."""
+        while self._writer_running:
+            drained = self._drained
+            if drained is None:
+                drained = self._drained = anyio.Event()
+            await drained.wait()
+
+    def _write_what_fits(self) -> None:
+        """Hand the transport what it takes without blocking; keep the rest at the head."""
+        write = self._write_now
+        if write is None:
+            return
+        chunks = self._chunks
+        try:
+            while chunks:
+                chunk = chunks[0]
+                if not chunk:
+                    return  # EOF: half-closing awaits, so the writer task does it
+                written = write(chunk if isinstance(chunk, memoryview) else memoryview(chunk))
+                self._buffered -= written
+                if written < len(chunk):
+                    # The transport is full: the tail waits, first in line.
+                    chunks[0] = memoryview(chunk)[written:]
+                    return
+                chunks.popleft()
+        except _WRITE_ERRORS:
+            self._fail()
+
+    async def _write_rest(self) -> None:
+        """Write the buffer's head until the buffer is empty; the only task that awaits writes."""
+        chunks = self._chunks
+        stream = self._stream
+        try:
+            while chunks:
+                chunk = chunks[0]
+                if chunk:
+                    # Every stream here takes any bytes-like object, as its transport does.
+                    await stream.send(chunk)  # type: ignore[arg-type]
+                    self._buffered -= len(chunk)
+                else:
+                    try:
+                        await stream.send_eof()
+                    except NotImplementedError:
+                        # TLS cannot half-close. Closing outright is what the
+                        # peer waits for: the server closes TCP first.
+                        await stream.aclose()
+                chunks.popleft()
+                # Frames queued meanwhile go out in this same loop: after a
+                # wait, the transport may take them at once.
+                self._write_what_fits()
+                if self._room is not None and self._buffered <= self._write_limit:
+                    self._room.set()
+                    self._room = None
+        except _WRITE_ERRORS:
+            self._fail()
+        finally:
+            self._writer_running = False
+            self._wake_all()
+
+    def _fail(self) -> None:
+        if self._broken:
+            return
+        self._broken = True
+        self._chunks.clear()
+        self._buffered = 0
+        self._wake_all()
+        self._on_broken()
+
+    def _wake_all(self) -> None:
+        for event in (self._room, self._drained):
+            if event is not None:
+                event.set()
+        self._room = self._drained = None
+
+
+async def send_fragments(ws: WebSocketServerProtocol, fragments: AsyncIterator[Any]) -> None:
+    """Send the items of ``fragments`` as one fragmented message, one frame each.
+
+    Other messages wait until this one is complete. If the iterator fails or
+    the caller is cancelled half-way, the message cannot be completed: the
+    connection is failed with 1011.
+
+    Raises:
+        ConnectionClosed: if the connection is closed.
+        TypeError: if the items are not all str or all bytes-like.
+    """
+    while ws._sending_fragments is not None:
+        await ws._sending_fragments.wait()
+    try:
+        first = await fragments.__anext__()
+    except StopAsyncIteration:
+        return
+    done = ws._sending_fragments = anyio.Event()
+    core = ws.protocol
+    try:
+        if isinstance(first, str):
+            kind: type = str
+            ws._queue(core.send_text, first.encode(), False)
+        elif isinstance(first, (bytes, bytearray, memoryview)):
+            kind = bytes
+            ws._queue(core.send_binary, bytes(first), False)
+        else:
+            raise TypeError("message fragments must be str or bytes-like")
+        await _write_and_wait(ws)
+        async for fragment in fragments:
+            if kind is str and isinstance(fragment, str):
+                data = fragment.encode()
+            elif kind is bytes and isinstance(fragment, (bytes, bytearray, memoryview)):
+                data = bytes(fragment)
+            else:
+                raise TypeError("message fragments must all be str or all bytes-like")
+            ws._queue(core.send_continuation, data, False)
+            await _write_and_wait(ws)
+        ws._queue(core.send_continuation, b"", True)
+        await _write_and_wait(ws)
+    except BaseException:
+        # A half-sent message cannot be completed: fail the connection.
+        if core.state is State.OPEN:
+            core.fail(CloseCode.INTERNAL_ERROR, "error in fragmented message")
+            ws._outbox.push()
+            ws._start_closing()
+        raise
+    finally:
+        ws._sending_fragments = None
+        done.set()
+
+
+async def _write_and_wait(ws: WebSocketServerProtocol) -> None:
+    ws._outbox.push()
+    await ws._outbox.wait_for_room()
+    await anyio.lowlevel.checkpoint()
+
+
+def _coalesce(writes: list[bytes]) -> list[bytes]:
+    """Join consecutive small chunks so that one write carries them; keep EOF markers apart."""
+    out: list[bytes] = []
+    pending: list[bytes] = []
+    for chunk in writes:
+        if chunk and len(chunk) < COALESCE_BELOW_BYTES:
+            pending.append(chunk)
+            continue
+        if pending:
+            out.append(pending[0] if len(pending) == 1 else b"".join(pending))
+            pending = []
+        out.append(chunk)
+    if pending:
+        out.append(pending[0] if len(pending) == 1 else b"".join(pending))
+    return out
