@@ -96,14 +96,13 @@ async def test_wss_closing_handshake_closes_tcp_without_waiting_for_close_timeou
         await ws.wait_closed()
         ended.set()
 
+    # Both sides wait close_timeout far longer than the test's TIMEOUT: a
+    # closing handshake that waits for it fails the test.
     with anyio.fail_after(TIMEOUT):
-        async with running_server(handler, ssl=server_ssl, close_timeout=5) as (_, uri):
-            client = await open_client(wss(uri), ssl=client_ssl, close_timeout=5)
-            started = anyio.current_time()
+        async with running_server(handler, ssl=server_ssl, close_timeout=60) as (_, uri):
+            client = await open_client(wss(uri), ssl=client_ssl, close_timeout=60)
             await in_thread(client.close)
             await ended.wait()
-            elapsed = anyio.current_time() - started
-    assert elapsed < 2.5
 
 
 async def test_wss_server_close_sends_1001(
