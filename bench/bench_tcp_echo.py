@@ -8,7 +8,7 @@ Servers (each in its own process, pinned to CPU 0 with ``taskset``):
 
 a. ``asyncio-protocol``: a plain asyncio ``Protocol`` echo, the asyncio ceiling;
 b. ``anyio-asyncio``: ``anyio.create_tcp_listener`` on asyncio (anyio's stock stream);
-c. ``wsserver-asyncio``: the same anyio handler over ``AsyncioListener``;
+c. ``wsserver-asyncio``: the same anyio handler over wsserver's transport floor (``open_listeners``);
 d. ``anyio-trio``: ``anyio.create_tcp_listener`` on Trio;
 e. ``trio``: ``trio.serve_tcp`` with a Trio handler, the Trio ceiling.
 
@@ -115,10 +115,10 @@ def serve_wsserver_asyncio() -> None:
     import anyio
     from anyio.abc import SocketAttribute
 
-    from wsserver.asyncio_io._stream import AsyncioListener
+    from wsserver._transport import open_listeners
 
     async def main() -> None:
-        listener = await AsyncioListener.create_tcp(HOST, 0)
+        [listener] = await open_listeners(host=HOST, port=0, backlog=128)
         announce(listener.extra(SocketAttribute.local_port))
         await listener.serve(anyio_echo)
 

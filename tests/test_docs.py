@@ -37,6 +37,7 @@ PUBLIC_MODULES = [
     "wsserver",
     "wsserver.server",
     "wsserver.connection",
+    "wsserver.options",
     "wsserver.broadcast",
     "wsserver.auth",
     "wsserver.trio_io",

@@ -445,13 +445,18 @@ def test_entry_point_leaves_an_absent_passthrough_to_runs_default() -> None:
     assert passed == {"task_status": anyio.TASK_STATUS_IGNORED}
 
 
+def test_entry_point_of_an_async_run_is_a_coroutine_function() -> None:
+    # What Trio, inspect and the docs' checks look for in an async API.
+    assert inspect.iscoroutinefunction(make_serve([]))
+
+
 def test_entry_point_refuses_a_bad_value_before_run_is_called() -> None:
     calls: Calls = []
     serve = make_serve(calls)
     with pytest.raises(ValueError, match=r"^max_queue must be a positive integer or None, got 0$"):
-        serve(handler, max_queue=0)
+        finish(serve(handler, max_queue=0))
     with pytest.raises(ValueError, match=r"^ping_interval must be a positive number"):
-        serve(handler, "localhost", 8765, ping_interval=-5)
+        finish(serve(handler, "localhost", 8765, ping_interval=-5))
     assert calls == []
 
 
@@ -470,7 +475,7 @@ def test_entry_point_reports_a_call_that_does_not_fit(
     calls: Calls = []
     serve = make_serve(calls)
     with pytest.raises(TypeError) as raised:
-        serve(*args, **kwargs)
+        finish(serve(*args, **kwargs))
     assert str(raised.value) == message
     assert calls == []
 

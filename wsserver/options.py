@@ -558,23 +558,29 @@ def entry_point(
                 ws_handler = kwargs.pop(handler.name)
             return run(ws_handler, arguments(*args, **kwargs), **passed)
 
-        functools.update_wrapper(call, run)
+        entry: Callable[..., Any] = call
+        if inspect.iscoroutinefunction(run):
+            # An async function to introspection too (inspect, Trio, docs).
+            # The options are then validated when the call is awaited, which
+            # nursery.start and TaskGroup.start do at once.
+            async def call_async(*args: Any, **kwargs: Any) -> Any:
+                return await call(*args, **kwargs)  # type: ignore[misc]
+
+            entry = call_async
+        functools.update_wrapper(entry, run)
         # update_wrapper copied run's annotations (which name the options
         # object); describe the public parameters instead.
-        call.__annotations__ = {
+        entry.__annotations__ = {
             parameter.name: parameter.annotation
             for parameter in signature.parameters.values()
             if parameter.annotation is not inspect.Parameter.empty
         }
         if signature.return_annotation is not inspect.Signature.empty:
-            call.__annotations__["return"] = signature.return_annotation
-        call.__signature__ = signature  # type: ignore[attr-defined]
-        mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
-        if mark is not None and inspect.iscoroutinefunction(run):
-            mark(call)
+            entry.__annotations__["return"] = signature.return_annotation
+        entry.__signature__ = signature  # type: ignore[attr-defined]
         # The runtime shape (*args, **kwargs) is wider than the public one;
         # the signature check above makes them agree.
-        return cast("Callable[Concatenate[Handler, P], R]", call)
+        return cast("Callable[Concatenate[Handler, P], R]", entry)
 
     return decorate
 

@@ -21,6 +21,7 @@ import anyio.abc
 
 from ._transport import Listener, open_listeners, running_loop
 from .connection import Handler, LoggerLike, WebSocketServerProtocol
+from .options import DEFAULT_SERVER_HEADER as DEFAULT_SERVER_HEADER  # for help() and docs
 from .options import ServeOptions, TCPServeOptions, UnixServeOptions, entry_point
 
 __all__ = ["WebSocketServer", "serve", "unix_serve"]

@@ -18,6 +18,7 @@ import anyio.abc
 
 from .. import server as shared
 from ..connection import Handler, WebSocketServerProtocol
+from ..options import DEFAULT_SERVER_HEADER as DEFAULT_SERVER_HEADER  # for help() and docs
 from ..options import TCPServeOptions, UnixServeOptions, entry_point
 from ..server import WebSocketServer
 
