@@ -8,7 +8,7 @@ Servers (each in its own process, pinned to CPU 0 with ``taskset``):
 
 a. ``asyncio-protocol``: a plain asyncio ``Protocol`` echo, the asyncio ceiling;
 b. ``anyio-asyncio``: ``anyio.create_tcp_listener`` on asyncio (anyio's stock stream);
-c. ``wsserver-asyncio``: the same anyio handler over wsserver's transport floor (``open_listeners``);
+c. ``wsserver-asyncio``: the same anyio handler over ``wsserver._transport.open_listeners``;
 d. ``anyio-trio``: ``anyio.create_tcp_listener`` on Trio;
 e. ``trio``: ``trio.serve_tcp`` with a Trio handler, the Trio ceiling.
 
