@@ -36,16 +36,29 @@ IDLE_BYTES_PER_CONNECTION_BOUND = 60 * 1024
 SLOW_READERS = 100
 WRITE_LIMIT = 2**16
 FRAME_BYTES = len(MESSAGE) + 10  # a 64-bit length header, unmasked
-#: What one slow reader may make the server hold: write_limit bytes buffered,
-#: the serialized frame being written and, on asyncio, the transport's copy of
-#: it (asyncio's transport copies what the socket did not take into its own
-#: buffer), plus the idle cost of a connection. The kernel's socket buffers
-#: (up to tcp_wmem's 4 MiB on the server side here) hold the rest of what the
-#: handler managed to send, outside RSS. Measured: about 1.0 MiB per slow
-#: reader on Trio, 1.15 MiB on asyncio; the bound is about 2.1 MiB.
-SLOW_READER_BYTES_BOUND = WRITE_LIMIT + 2 * FRAME_BYTES + IDLE_BYTES_PER_CONNECTION_BOUND
-#: Fixed slack for the allocator and the loop's own growth.
-FIXED_SLACK_BYTES = 16 * 2**20
+TEST_TIMEOUT_SECONDS = 60
+
+
+def never_reading_client_bound(backend: str) -> int:
+    """The most that one client that never reads may make the server hold, in bytes of RSS.
+
+    Derived from the configuration, not measured: ``write_limit`` bytes that
+    send() may leave buffered; on asyncio, one frame more, because asyncio's
+    transport copies into its own buffer what the socket did not take of the
+    frame it was handed (on Trio the socket is written from the frame itself,
+    which the handler owns); and the cost of the connection itself, bounded by
+    the idle test. Nothing for received messages (``max_queue`` x
+    ``max_size``): these clients send none. The kernel's socket buffers hold
+    the rest of what the handler managed to send, outside RSS; they bound the
+    number of sends instead.
+
+    Measured at 5057686, before issue #8 (growth for 100 such clients): 3.0 MiB
+    on Trio, 95 to 105 MiB on asyncio (the transport's copy of each 1 MiB frame).
+    """
+    copies = 1 if backend == "asyncio" else 0
+    return WRITE_LIMIT + copies * FRAME_BYTES + IDLE_BYTES_PER_CONNECTION_BOUND
+
+
 TEST_TIMEOUT_SECONDS = 60
 
 
@@ -90,7 +103,10 @@ async def test_2000_idle_connections_cost_under_60_kib_each(anyio_backend: str) 
     }
 
 
-async def test_slow_readers_block_the_handlers_send_and_bound_memory(anyio_backend: str) -> None:
+async def test_clients_that_never_read_block_send_and_hold_write_limit_each(
+    anyio_backend: str,
+) -> None:
+    # 1 MiB messages to clients that never read (issue #8, fault 7).
     with anyio.fail_after(TEST_TIMEOUT_SECONDS):
         async with server_process(anyio_backend, "flood") as (server, port):
             before = (await server.ask("rss"))["rss"]
@@ -105,9 +121,13 @@ async def test_slow_readers_block_the_handlers_send_and_bound_memory(anyio_backe
                 await clients.summary()
                 end = await server.ask("finish")
     growth = after - before
-    bound = SLOW_READERS * SLOW_READER_BYTES_BOUND + FIXED_SLACK_BYTES
-    logger.info("slow readers: %.1f MiB growth, bound %.1f MiB", growth / 2**20, bound / 2**20)
-    assert growth < bound, (growth, bound)
+    # No fixed slack on top: the idle cost in the bound is twice the measured
+    # one, and that margin, times SLOW_READERS, absorbs the allocator's noise.
+    bound = SLOW_READERS * never_reading_client_bound(anyio_backend)
+    logger.info(
+        "clients that never read: %.1f MiB growth, bound %.1f MiB", growth / 2**20, bound / 2**20
+    )
+    assert growth < bound, f"{growth / 2**20:.1f} MiB, bound {bound / 2**20:.1f} MiB"
     # The kernel takes what fits in the server's send buffer and the client's
     # receive buffer (the kernel doubles SO_RCVBUF), the connection write_limit
     # more, one frame is in flight: everything else waits in send().
