@@ -14,7 +14,6 @@ set by whoever starts the closing handshake (:meth:`Inbox.start_closing`).
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +25,6 @@ import anyio.lowlevel
 from ._sending import Outbox
 from .options import LoggerLike
 from .sansio import ConnectionClosed, Frame, Opcode, ServerConnection, State
-from .sansio.frames import CloseCode
 
 __all__ = ["Data", "Inbox"]
 
@@ -41,7 +39,6 @@ read could queue far more than ``max_queue`` messages.
 """
 
 _READ_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
-_OK_CODES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD})
 
 
 class Inbox:
@@ -251,8 +248,6 @@ class Inbox:
                         self._deliver(b"".join(parts))
             case Opcode.PONG:
                 self._on_pong(frame.data)
-            case Opcode.CLOSE:
-                self._log_close()
 
     def _deliver(self, message: Data) -> None:
         if self._dropping and self._full():
@@ -266,13 +261,6 @@ class Inbox:
         if waiter is not None:
             self._message_waiter = None
             waiter.set()
-
-    def _log_close(self) -> None:
-        close = self._core.close_rcvd
-        if close is None:
-            return
-        level = logging.DEBUG if close.code in _OK_CODES else logging.INFO
-        self._logger.log(level, "client closed the connection: %d %s", close.code, close.reason)
 
     def _full(self) -> bool:
         return self._max_queue is not None and len(self._messages) >= self._max_queue

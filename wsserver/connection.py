@@ -528,10 +528,23 @@ class WebSocketServerProtocol:
         self._pings.clear()
         if self._inbox is not None:
             self._inbox.stop()
-        if core.handshake_exc is None and core.state is State.CLOSED:
-            self.logger.info("connection closed: %s", core.close_exc)
+        if core.handshake_exc is None:
+            self.logger.info("connection closed: %s", _who_closed(core))
 
 
 async def _as_async(iterator: Iterable[Any]) -> AsyncIterator[Any]:
     for item in iterator:
         yield item
+
+
+def _who_closed(core: ServerConnection) -> str:
+    """Say who started the closing handshake, with the code and reason; or that there was none."""
+    sent, received = core.close_sent, core.close_rcvd
+    if core.close_rcvd_then_sent:
+        return f"closed by the client: {received}"
+    if sent is not None:
+        unanswered = "" if received is not None else "; the client did not answer"
+        return f"closed by the server: {sent}{unanswered}"
+    if received is not None:
+        return f"closed by the client: {received}"
+    return "TCP closed without a closing handshake (1006)"
