@@ -51,6 +51,33 @@ def ensure_venv() -> Path:
     return venv_python()
 
 
+SPEEDUPS_PROBE = """
+try:
+    import wsserver.sansio._speedups
+except ModuleNotFoundError as exc:
+    raise SystemExit(3 if exc.name == "wsserver.sansio._speedups" else 1)
+"""
+
+
+def check_speedups(py: Path) -> None:
+    """Say loudly when the optional C speed-up did not build.
+
+    setup.py turns a failed compile into a warning, and pip shows a build's
+    output only with ``-v``: without this check the fallback to pure-Python
+    masking would go unnoticed (the tests fail on it only under ``CI=true``).
+    """
+    if os.environ.get("WSSERVER_NO_SPEEDUPS", "") not in ("", "0"):
+        return
+    # Exit status 3 means the extension alone is missing; any other failure
+    # to import wsserver is for the tests to report.
+    probe = subprocess.run([str(py), "-c", SPEEDUPS_PROBE], capture_output=True, cwd=ROOT)
+    if probe.returncode == 3:
+        print("!!! the C speed-up wsserver.sansio._speedups is missing: wsserver falls back")
+        print("!!! to pure-Python masking; to see why the build failed, run")
+        print(f"!!!     {py} -m pip install -v -e {ROOT}", flush=True)
+        print("!!! (it needs a C compiler and the Python headers, e.g. gcc and python3-dev)")
+
+
 def ensure_node_packages() -> None:
     """Install the Node clients used by the interoperability tests, if any."""
     package_dir = ROOT / "tests" / "interop"
@@ -96,6 +123,7 @@ def main(argv: list[str]) -> int:
         return 2
     command, rest = argv[0], argv[1:]
     py = ensure_venv()
+    check_speedups(py)
     os.chdir(ROOT)
     if command == "demo":
         return subprocess.call([str(py), "-m", "wsserver", *rest])
