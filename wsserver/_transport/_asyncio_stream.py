@@ -28,6 +28,7 @@ TLS is not done here: the shared layer wraps this stream in
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -63,8 +64,13 @@ DEFAULT_RECEIVE_MAX_BYTES: Final = 2**16
 """Default ``max_bytes`` of :meth:`AsyncioByteStream.receive`."""
 DEFAULT_READ_HIGH_WATER_BYTES: Final = 4 * DEFAULT_RECEIVE_MAX_BYTES
 """Received bytes buffered before the stream stops reading from the socket."""
-DEFAULT_WRITE_HIGH_WATER_BYTES: Final = 2**16
-"""Bytes queued in the transport from which :meth:`AsyncioByteStream.send` waits."""
+DEFAULT_WRITE_HIGH_WATER_BYTES: Final = 0
+"""Bytes queued in the transport from which :meth:`AsyncioByteStream.send` waits.
+
+Zero: ``send()`` returns once the kernel took every byte, as Trio's does, so
+that the bytes a writer counts as unsent (the connection's ``write_limit``)
+are all the bytes user space holds; the transport never keeps a copy behind.
+"""
 MAX_CALLS_WITHOUT_YIELD: Final = 32
 """Calls served without waiting that may run in a row before one yields to the loop.
 
@@ -137,6 +143,7 @@ class AsyncioByteStream(ByteStream):
         self._calls_without_yield = 0
         transport.set_write_buffer_limits(high=write_high_water_bytes)
         self._sock = transport.get_extra_info("socket")
+        self._fileno = -1 if self._sock is None else self._sock.fileno()
 
     # -- anyio.abc.ByteStream ---------------------------------------------
 
@@ -179,8 +186,11 @@ class AsyncioByteStream(ByteStream):
     async def send(self, item: bytes) -> None:
         """Queue ``item`` for sending, waiting first while the writer is paused.
 
-        Returns as soon as the bytes are handed to the transport. A send
-        cancelled while it waits has written nothing.
+        Returns once the kernel took every byte (the transport buffers what
+        it could not take at once, and this waits until it is handed over). A
+        send cancelled while it waits has written either nothing (it waited
+        before writing) or everything (it waited for the transport to hand
+        the rest over): never part of ``item``.
 
         Args:
             item: the bytes (or any bytes-like object) to send.
@@ -201,23 +211,27 @@ class AsyncioByteStream(ByteStream):
                 await self._checkpoint_without_waiting()
             self._raise_if_unwritable()
             self._transport.write(_unshared(item))
+            if self._is_writing_paused:
+                # The kernel did not take it all: wait until the transport
+                # handed the rest over (or the stream closed).
+                await self._wait_for_drain()
         finally:
             self._is_sending = False
 
     def write_nowait(self, view: memoryview) -> int:
-        """Hand the transport ``view`` now, unless it already holds enough unsent bytes.
+        """Write what the kernel takes of ``view`` now, if nothing waits in the transport.
 
         Neither waits nor checkpoints: this is the synchronous writer that
         :func:`wsserver._transport.direct_writer` returns. The caller makes sure
-        no :meth:`send` runs at the same time.
+        no :meth:`send` runs at the same time. Bytes the kernel does not take
+        stay the caller's: nothing is copied into the transport.
 
         Args:
-            view: the bytes to write; a writable view is copied, a read-only
-                one is not.
+            view: the bytes to write.
 
         Returns:
-            ``len(view)`` if the transport took the bytes, 0 if it holds
-            ``write_high_water_bytes`` or more and took nothing.
+            How many bytes the kernel took: 0 when its buffer is full, or when
+            the transport still holds bytes of an earlier :meth:`send`.
 
         Raises:
             anyio.ClosedResourceError: if this stream was closed, or
@@ -225,12 +239,17 @@ class AsyncioByteStream(ByteStream):
             anyio.BrokenResourceError: if the connection is closing or was lost.
         """
         self._raise_if_unwritable()
-        transport = self._transport
-        unsent = transport.get_write_buffer_size()
-        if unsent and unsent >= self._write_high_water_bytes:
+        if not view or self._is_writing_paused or self._transport.get_write_buffer_size():
             return 0
-        transport.write(_unshared(view))
-        return view.nbytes
+        # Straight to the socket, as transport.write() itself would with an
+        # empty buffer; but what the kernel does not take stays the caller's,
+        # so no copy of it lands in the transport.
+        try:
+            return os.write(self._fileno, view)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            raise anyio.BrokenResourceError from exc
 
     async def send_eof(self) -> None:
         """Half-close the connection: flush queued bytes, then send a TCP FIN.
