@@ -64,12 +64,20 @@ SEED_DEFAULTS = {
 }
 
 
+ADDED_DEFAULTS = {
+    # Proxy headers (issue #11): off, and when on, only the local host trusted, as uvicorn.
+    "proxy_headers": False,
+    "forwarded_allow_ips": ("127.0.0.1", "::1"),
+}
+
+
 def test_connection_defaults_are_the_seeds() -> None:
     options = ConnectionOptions()
-    assert {name: getattr(options, name) for name in SEED_DEFAULTS} == SEED_DEFAULTS
+    defaults = {**SEED_DEFAULTS, **ADDED_DEFAULTS}
+    assert {name: getattr(options, name) for name in defaults} == defaults
     # Nothing else takes an argument: a new option must be added here on purpose.
     assert {field.name for field in attrs.fields(ConnectionOptions) if field.init} == set(
-        SEED_DEFAULTS
+        defaults
     )
 
 

@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 from .broadcast import broadcast
 from .connection import Data, PongWaiter, WebSocketServerProtocol
+from .routing import Router
 from .sansio import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -32,6 +33,7 @@ __all__ = [
     "InvalidHandshake",
     "PongWaiter",
     "ProtocolError",
+    "Router",
     "WebSocketError",
     "WebSocketServer",
     "WebSocketServerProtocol",

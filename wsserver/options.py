@@ -39,6 +39,7 @@ from typing import (
 import attrs
 
 from . import __version__
+from ._proxy import trusted_proxies
 from .sansio import Headers, Origin, Subprotocol
 from .sansio.connection import LoggerLike, SelectSubprotocol
 from .sansio.extensions import ServerExtensionFactory, enable_server_permessage_deflate
@@ -246,6 +247,28 @@ def _flag(instance: object, attribute: attrs.Attribute[Any], value: object) -> N
         raise TypeError(f"{attribute.name} must be True or False, got {value!r}")
 
 
+def _proxy_list(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Accept ``"127.0.0.1,10.0.0.0/8"`` (the command line's, uvicorn's form) or a sequence."""
+    if isinstance(value, str):
+        return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+    if not _is_sequence(value) or not all(isinstance(entry, str) for entry in value):
+        raise TypeError(
+            "forwarded_allow_ips must be a sequence of IP addresses or networks,"
+            f" or a comma-separated string, got {value!r}"
+        )
+    return tuple(entry.strip() for entry in value)
+
+
+def _trusted_proxies(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # Parsed here, so that a typo stops the server before it listens; the
+    # parsed form is cached for the connections, which look it up by value.
+    assert isinstance(value, tuple)  # the converter's result
+    try:
+        trusted_proxies(value)
+    except ValueError as exc:
+        raise ValueError(f"{attribute.name}: {exc}") from None
+
+
 # Options ------------------------------------------------------------------------------
 
 
@@ -378,6 +401,23 @@ class ConnectionOptions:
         metadata=_about(
             "buffered bytes above which send() waits; 0 waits until everything is written",
             "bytes",
+        ),
+    )
+    proxy_headers: bool = attrs.field(
+        default=False,
+        validator=_flag,
+        metadata=_about(
+            "take remote_address and the scheme from Forwarded or X-Forwarded-For and"
+            " X-Forwarded-Proto when the peer is in forwarded_allow_ips"
+        ),
+    )
+    forwarded_allow_ips: tuple[str, ...] = attrs.field(
+        default=("127.0.0.1", "::1"),
+        converter=_proxy_list,
+        validator=_trusted_proxies,
+        metadata=_about(
+            "the proxies trusted with proxy_headers: IP addresses, CIDR networks, or '*'"
+            " for every peer; a sequence or a comma-separated string"
         ),
     )
     server_extensions: Sequence[ServerExtensionFactory] | None = attrs.field(
