@@ -22,8 +22,9 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSAttribute
 
-from . import _opening, _timers
+from . import _opening, _proxy, _timers
 from ._opening import takes_path
 from ._receiving import Data, Inbox
 from ._sending import Outbox, send_fragments
@@ -38,6 +39,7 @@ from .options import (
     ProcessRequest,
     SelectSubprotocol,
 )
+from .routing import Router
 from .sansio import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -148,13 +150,40 @@ class WebSocketServerProtocol:
 
     @property
     def remote_address(self) -> Any:
-        """The peer's socket address: (host, port) for TCP, usually ``""`` for Unix sockets.
+        """The client's address: (host, port) for TCP, usually ``""`` for Unix sockets.
 
+        With the ``proxy_headers`` option, when the TCP peer is one of
+        ``forwarded_allow_ips``, the client's address as the proxies report it
+        in ``Forwarded`` or ``X-Forwarded-For`` (port 0 when they give none);
+        never from the headers of a peer that is not trusted.
         ``None`` before the connection has a stream.
         """
         if self._stream is None:
             return None
-        return self._stream.extra(SocketAttribute.remote_address, None)
+        peer = self._stream.extra(SocketAttribute.remote_address, None)
+        if not self.options.proxy_headers:
+            return peer
+        return self._forwarded(peer)[0]
+
+    @property
+    def scheme(self) -> str:
+        """``"wss"`` over TLS, else ``"ws"``; with ``proxy_headers``, as a trusted proxy reports it.
+
+        A proxy's ``https`` or ``wss`` (``Forwarded: proto=``, ``X-Forwarded-Proto``)
+        gives ``"wss"``, its ``http`` or ``ws`` gives ``"ws"``.
+        """
+        stream = self._stream
+        tls = stream is not None and stream.extra(TLSAttribute.ssl_object, None) is not None
+        scheme = "wss" if tls else "ws"
+        if stream is None or not self.options.proxy_headers:
+            return scheme
+        return self._forwarded(stream.extra(SocketAttribute.remote_address, None), scheme)[1]
+
+    def _forwarded(self, peer: Any, scheme: str = "ws") -> tuple[Any, str]:
+        # Parsed on each access: rare (the open log line, the handler) and a
+        # few microseconds, so not worth a cache on every connection.
+        trusted = _proxy.trusted_proxies(self.options.forwarded_allow_ips)
+        return _proxy.client_from_headers(peer, self.request_headers, trusted, scheme)
 
     @property
     def state(self) -> State:
@@ -196,19 +225,24 @@ class WebSocketServerProtocol:
         Return ``None`` to carry on with the WebSocket handshake, or a
         ``(status, headers, body)`` tuple to answer with that HTTP response
         instead (a health check, a page, a 401...). The default calls the
-        ``process_request`` option, if any, which may be sync or async.
+        ``process_request`` option, if any, which may be sync or async; then,
+        when the handler is a :class:`~wsserver.routing.Router`, the router's
+        (404 for a path it does not serve).
 
         Args:
             path: the request path and query string.
             request_headers: the request's headers.
         """
         hook = self.options.process_request
-        if hook is None:
-            return None
-        result = hook(path, request_headers)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        if hook is not None:
+            result = hook(path, request_headers)
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None:
+                return result
+        if isinstance(self.ws_handler, Router):
+            return await self.ws_handler.process_request(path, request_headers)
+        return None
 
     def select_subprotocol(
         self,
