@@ -23,6 +23,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._sending import Outbox
+from ._transport import PushReceiver, push_receiver
 from .options import LoggerLike
 from .sansio import ConnectionClosed, Frame, Opcode, ServerConnection, State
 
@@ -37,6 +38,9 @@ INFLATE_SLICE_BYTES = 1024
 A few bytes of DEFLATE can inflate to a thousand times as many: fed whole, one
 read could queue far more than ``max_queue`` messages.
 """
+
+MAX_CALLS_WITHOUT_YIELD = 32
+"""Calls that found their message (or room) at once, in a row, before one yields to the loop."""
 
 _READ_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
@@ -55,6 +59,36 @@ class Inbox:
         on_pong: called with the payload of every pong received.
         closed_exception: builds the exception :meth:`get` raises once closed.
     """
+
+    __slots__ = (
+        "_calls_without_yield",
+        "_close_timeout",
+        "_closed_exception",
+        "_core",
+        "_deadline",
+        "_dropping",
+        "_ended",
+        "_feeding",
+        "_finished",
+        "_getting",
+        "_logger",
+        "_low_water",
+        "_max_queue",
+        "_message_waiter",
+        "_messages",
+        "_new_event",
+        "_on_pong",
+        "_outbox",
+        "_parts",
+        "_pusher",
+        "_read_limit",
+        "_room",
+        "_scope",
+        "_stopped",
+        "_stream",
+        "_text",
+        "_unfed",
+    )
 
     def __init__(
         self,
@@ -90,6 +124,11 @@ class Inbox:
         self._stopped = False
         self._finished = False
         self._dropping = False
+        self._calls_without_yield = 0
+        self._pusher: PushReceiver | None = None
+        self._ended: anyio.Event | None = None
+        self._unfed = b""
+        self._feeding = False
         # The loop's own Event class, called directly: anyio.Event() looks the
         # backend up on every call, and get() makes one per wait.
         self._new_event: Callable[[], anyio.Event] = type(anyio.Event())
@@ -109,7 +148,7 @@ class Inbox:
         if messages:
             message = messages.popleft()
             self._after_get()
-            await anyio.lowlevel.checkpoint()
+            await self._checkpoint_without_waiting()
             return message
         self._getting = True
         try:
@@ -125,11 +164,29 @@ class Inbox:
         self._after_get()
         return message
 
+    async def _checkpoint_without_waiting(self) -> None:
+        """Checkpoint a get() that found its message: cheaply, yielding now and then.
+
+        Cancellation is seen at once; a real turn of the loop comes every
+        :data:`MAX_CALLS_WITHOUT_YIELD` calls, so a handler that keeps finding
+        messages queued cannot starve the other tasks, and the common case
+        costs no task switch.
+        """
+        self._calls_without_yield += 1
+        if self._calls_without_yield < MAX_CALLS_WITHOUT_YIELD:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        else:
+            self._calls_without_yield = 0
+            await anyio.lowlevel.checkpoint()
+
     def _after_get(self) -> None:
-        room = self._room
-        if room is not None and len(self._messages) < self._low_water:
-            self._room = None
-            room.set()
+        if len(self._messages) < self._low_water:
+            room = self._room
+            if room is not None:
+                self._room = None
+                room.set()
+            if self._pusher is not None:
+                self._resume_pushed()
 
     def start_closing(self, *, drop_excess: bool = False) -> None:
         """Bound what is left of the closing handshake by ``close_timeout``; stop back-pressure.
@@ -154,6 +211,7 @@ class Inbox:
     def stop(self) -> None:
         """Stop reading now: the connection is being dropped."""
         self._stopped = True
+        self._pusher = None
         if self._scope is not None:
             self._scope.cancel()
         self._wake_reader()
@@ -163,6 +221,15 @@ class Inbox:
         if room is not None:
             self._room = None
             room.set()
+        if self._pusher is not None:
+            self._resume_pushed()
+
+    def _resume_pushed(self) -> None:
+        if self._feeding:
+            return  # called back from the feeding below: it carries on by itself
+        if self._unfed:
+            self._feed_unfed()
+        self._after_push()
 
     # The receiving task -----------------------------------------------------------
 
@@ -183,6 +250,9 @@ class Inbox:
                     scope.cancel()
                 # Frames that arrived with the handshake request are parsed already.
                 self._take_events()
+                pusher = push_receiver(stream)
+                if pusher is not None:
+                    await self._receive_pushed(pusher)
                 while core.state is not State.CLOSED:
                     if self._full() and core.state is State.OPEN:
                         await self._wait_for_room()
@@ -210,6 +280,68 @@ class Inbox:
             waiter = self._message_waiter
             if waiter is not None:
                 waiter.set()
+
+    # Push mode (asyncio's lean stream) -------------------------------------------
+
+    async def _receive_pushed(self, pusher: PushReceiver) -> None:
+        """Let the stream feed the core from asyncio's callback; wait for the end.
+
+        The same receiving side as the loop in :meth:`pump`, driven by the
+        transport instead of a read: each chunk is fed to the core where it
+        arrives, so a message reaches a waiting ``recv()`` in one turn of the
+        loop. Back-pressure pauses the transport's reading.
+        """
+        ended = self._ended = self._new_event()
+        self._pusher = pusher
+        pusher.push_to(self._on_pushed_data, self._on_pushed_end)
+        if self._core.state is not State.CLOSED:
+            await ended.wait()
+
+    def _on_pushed_data(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        if self._core.extensions:
+            self._unfed += data
+            self._feed_unfed()
+        else:
+            self._core.receive_data(data)
+            self._take_events()
+        self._after_push()
+
+    def _on_pushed_end(self) -> None:
+        self._core.receive_eof()
+        self._take_events()
+        self._after_push()
+
+    def _feed_unfed(self) -> None:
+        """Feed compressed bytes a slice at a time while there is room (or while closing)."""
+        core = self._core
+        unfed = self._unfed
+        start = 0
+        self._feeding = True
+        try:
+            while start < len(unfed) and not (self._full() and core.state is State.OPEN):
+                core.receive_data(unfed[start:start + INFLATE_SLICE_BYTES])
+                start += INFLATE_SLICE_BYTES
+                self._take_events()
+        finally:
+            self._unfed = unfed[start:]
+            self._feeding = False
+
+    def _after_push(self) -> None:
+        """Pause reading while the queue is full; resume once there is room; end once closed."""
+        pusher = self._pusher
+        if pusher is None:
+            return
+        core = self._core
+        if core.state is State.CLOSED:
+            self._pusher = None
+            if self._ended is not None:
+                self._ended.set()
+        elif self._unfed or (self._full() and core.state is State.OPEN):
+            pusher.pause_pushing()
+        else:
+            pusher.resume_pushing()
 
     def _take_events(self) -> None:
         """Act on what the core received: queue messages, answer, note pongs and closes."""

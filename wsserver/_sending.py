@@ -44,6 +44,9 @@ Longer ones (the core queues a large payload apart from its header) are written
 as they are, since joining them would copy them.
 """
 
+MAX_CALLS_WITHOUT_YIELD = 32
+"""Sends that found room at once, in a row, before one yields to the loop."""
+
 _WRITE_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
@@ -58,6 +61,12 @@ class Outbox:
         on_broken: called once if a write fails (the peer is gone); the
             connection then stops reading and closes.
     """
+
+    __slots__ = (
+        "_broken", "_buffered", "_calls_without_yield", "_chunks", "_core", "_drained",
+        "_on_broken", "_room", "_stream", "_task_group", "_write_limit", "_write_now",
+        "_writer_running",
+    )
 
     def __init__(
         self,
@@ -79,6 +88,7 @@ class Outbox:
         self._broken = False
         self._room: anyio.Event | None = None
         self._drained: anyio.Event | None = None
+        self._calls_without_yield = 0
 
     def buffered(self) -> int:
         """Count the bytes queued but not yet handed to the transport."""
@@ -108,6 +118,24 @@ class Outbox:
             if chunks:
                 self._writer_running = True
                 self._task_group.start_soon(self._write_rest)
+
+    async def wait_after_push(self) -> None:
+        """Await after :meth:`push`: room below ``write_limit``, or a cheap checkpoint.
+
+        When there is room already, cancellation is seen at once and a real
+        turn of the loop comes every ``MAX_CALLS_WITHOUT_YIELD`` calls, so that
+        a sender that never has to wait costs no task switch per message yet
+        cannot starve the other tasks.
+        """
+        if self._buffered > self._write_limit and not self._broken:
+            await self.wait_for_room()
+            return
+        self._calls_without_yield += 1
+        if self._calls_without_yield < MAX_CALLS_WITHOUT_YIELD:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        else:
+            self._calls_without_yield = 0
+            await anyio.lowlevel.checkpoint()
 
     async def wait_for_room(self) -> None:
         """Wait while more than ``write_limit`` bytes are left unwritten.
@@ -251,8 +279,7 @@ async def send_fragments(ws: WebSocketServerProtocol, fragments: AsyncIterator[A
 
 async def _write_and_wait(ws: WebSocketServerProtocol) -> None:
     ws._outbox.push()
-    await ws._outbox.wait_for_room()
-    await anyio.lowlevel.checkpoint()
+    await ws._outbox.wait_after_push()
 
 
 def _coalesce(writes: list[bytes]) -> list[bytes]:

@@ -332,10 +332,7 @@ class WebSocketServerProtocol:
         self._queue(send, data)
         outbox = self._outbox
         outbox.push()
-        if outbox.buffered() > self.options.write_limit:
-            await outbox.wait_for_room()
-        else:
-            await anyio.lowlevel.checkpoint()
+        await outbox.wait_after_push()
 
     def try_send(self, data: bytes | bytearray | memoryview, *, text: bool = False) -> bool:
         """Queue one whole, already encoded message without waiting.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -27,7 +28,9 @@ from anyio.abc import SocketAttribute
 from ._asyncio_stream import AsyncioByteStream, wrap_accepted_socket
 from ._listeners import SocketListener, StreamFactory, adopt_socket, bind_tcp, bind_unix
 
-__all__ = ["Listener", "direct_writer", "open_listeners", "running_loop"]
+__all__ = [
+    "Listener", "PushReceiver", "direct_writer", "open_listeners", "push_receiver", "running_loop",
+]
 
 Listener = anyio.abc.Listener[anyio.abc.ByteStream]
 
@@ -152,6 +155,31 @@ def direct_writer(stream: anyio.abc.ByteStream) -> Callable[[memoryview], int] |
         raw_socket = stream.extra(SocketAttribute.raw_socket)
         if isinstance(raw_socket, socket.socket):
             return _socket_writer(raw_socket)
+    return None
+
+
+class PushReceiver(Protocol):
+    """A stream that can hand received bytes over as they arrive (asyncio's lean stream)."""
+
+    def push_to(self, on_data: Callable[[bytes], None], on_end: Callable[[], None]) -> None:
+        """Hand each received chunk to ``on_data``, then call ``on_end()`` once at the end."""
+
+    def pause_pushing(self) -> None:
+        """Stop reading from the socket (back-pressure)."""
+
+    def resume_pushing(self) -> None:
+        """Read from the socket again."""
+
+
+def push_receiver(stream: anyio.abc.ByteStream) -> PushReceiver | None:
+    """The push interface of ``stream``, or None if it has none (Trio, TLS).
+
+    On asyncio the lean stream can hand received bytes to a callback from
+    asyncio's own ``data_received``: a reader that acts on them synchronously
+    then saves a turn of the loop per message.
+    """
+    if isinstance(stream, AsyncioByteStream):
+        return stream
     return None
 
 

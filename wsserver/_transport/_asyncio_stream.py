@@ -141,6 +141,8 @@ class AsyncioByteStream(ByteStream):
         self._is_connection_lost = False
         self._connection_error: BaseException | None = None
         self._calls_without_yield = 0
+        self._on_data: Callable[[bytes], None] | None = None
+        self._on_end: Callable[[], None] | None = None
         transport.set_write_buffer_limits(high=write_high_water_bytes)
         self._sock = transport.get_extra_info("socket")
         self._fileno = -1 if self._sock is None else self._sock.fileno()
@@ -402,10 +404,56 @@ class AsyncioByteStream(ByteStream):
         if self._is_connection_lost or self._transport.is_closing():
             raise anyio.BrokenResourceError from self._connection_error
 
+    # Push mode: received bytes handed over from asyncio's callback.
+
+    def push_to(self, on_data: Callable[[bytes], None], on_end: Callable[[], None]) -> None:
+        """Hand every received chunk to ``on_data`` as it arrives; then ``on_end()`` once.
+
+        ``on_data`` runs in asyncio's ``data_received`` callback, so a reader
+        that acts on bytes synchronously costs no turn of the loop per chunk.
+        Bytes already buffered are handed over at once. ``on_end`` is called
+        once the peer closed its side or the connection was lost (at once if
+        that already happened). :meth:`receive` may not be called afterwards.
+
+        Args:
+            on_data: takes each chunk; it must not raise.
+            on_end: called once, after the last chunk.
+        """
+        self._on_data = on_data
+        self._on_end = on_end
+        chunks, self._chunks = self._chunks, deque()
+        self._buffered = 0
+        for chunk in chunks:
+            on_data(chunk)
+        if self._is_eof_received or self._is_connection_lost:
+            self._end_pushing()
+
+    def pause_pushing(self) -> None:
+        """Stop reading from the socket until :meth:`resume_pushing` (back-pressure)."""
+        if not self._is_reading_paused and not self._transport.is_closing():
+            self._is_reading_paused = True
+            self._transport.pause_reading()
+
+    def resume_pushing(self) -> None:
+        """Read from the socket again after :meth:`pause_pushing`."""
+        if self._is_reading_paused and not self._transport.is_closing():
+            self._is_reading_paused = False
+            self._transport.resume_reading()
+
+    def _end_pushing(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        self._on_data = None
+        if on_end is not None:
+            on_end()
+
     # Called by _StreamProtocol, from asyncio's callbacks.
 
     def _feed_data(self, data: bytes) -> None:
         if self._is_closed:
+            return
+        on_data = self._on_data
+        if on_data is not None:
+            on_data(data)
             return
         self._chunks.append(data)
         self._buffered += len(data)
@@ -419,6 +467,7 @@ class AsyncioByteStream(ByteStream):
     def _feed_eof(self) -> bool:
         self._is_eof_received = True
         _wake(self._read_waiter)
+        self._end_pushing()
         # True keeps the transport open: we may still send after the peer's FIN.
         return True
 
@@ -430,6 +479,7 @@ class AsyncioByteStream(ByteStream):
         _wake(self._drain_waiter)
         for waiter in self._close_waiters:
             _wake(waiter)
+        self._end_pushing()
 
     def _pause_writing(self) -> None:
         self._is_writing_paused = True
