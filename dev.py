@@ -116,6 +116,22 @@ def ensure_chromium() -> None:
         print("!!! chromium could not be installed: the browser tests will not run", flush=True)
 
 
+def ensure_redis_server() -> None:
+    """Install Debian's redis-server for the Redis pub/sub tests (each starts its own)."""
+    if not (ROOT / "tests" / "pubsub").exists():
+        return
+    if Path("/usr/bin/redis-server").exists():
+        return
+    print("installing Debian's redis-server for the pub/sub tests", flush=True)
+    # Only the binary is wanted: policy-rc.d refuses starting the service.
+    subprocess.run(
+        ["sh", "-c", "apt-get update -q && apt-get install -y -q redis-server"],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"},
+    )
+    if not Path("/usr/bin/redis-server").exists():
+        print("!!! redis-server could not be installed: the Redis tests will not run", flush=True)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test"}:
         print(__doc__)
@@ -129,6 +145,7 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(py), "-m", "wsserver", *rest])
     ensure_node_packages()
     ensure_chromium()
+    ensure_redis_server()
     return subprocess.call([str(py), "-m", "pytest", *rest])
 
 
