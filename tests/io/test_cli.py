@@ -1,23 +1,19 @@
-"""The command line: a handler given as module:function, options, errors; both backends."""
+"""The command line: a handler given as module:function, the flags made from the options,
+bad values, and docs/cli.md's table checked against --help. Serving runs on both backends.
+
+The start-up errors and the places it listens on are in tests/cli/.
+"""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
 import pytest
 from websockets.exceptions import ConnectionClosedError
-from websockets.sync.client import connect
 
-from wsserver.__main__ import build_options, build_parser, flag_fields
+from wsserver.__main__ import build_options, build_parser, flag_fields, shown_default
 from wsserver.demo import demo_process_request
 from wsserver.options import (
     DEFAULT_SERVER_HEADER,
@@ -26,111 +22,88 @@ from wsserver.options import (
     UnixServeOptions,
 )
 
+from ..cli.runner import run_cli, running_cli
+from .clients import CLIENT_TIMEOUT_SECONDS, connect
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 APP = '''
 async def handler(websocket):
     async for message in websocket:
         await websocket.send("app:" + message)
+
+async def where(websocket):
+    host = websocket.remote_address[0]
+    await websocket.send(f"{host} {websocket.scheme}")
 '''
 
-_LISTENING = re.compile(rb"server listening on 127\.0\.0\.1:(\d+)")
 
-
-@contextmanager
-def running_cli(
-    args: list[str], cwd: Path, output: list[bytes]
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """Run ``python -m wsserver ARGS --port 0``; yield it and its port once it listens.
-
-    The port comes from the log line the server writes once listening, so
-    nothing polls. Whatever the process wrote is appended to ``output``.
-    """
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wsserver", *args, "--port", "0"],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": ""},
-    )
-    assert process.stdout is not None
-    # A guard, not a measurement: a server that never starts fails the test
-    # instead of hanging it.
-    watchdog = threading.Timer(30, process.kill)
-    watchdog.start()
-    try:
-        for line in process.stdout:
-            output.append(line)
-            if match := _LISTENING.search(line):
-                break
-        else:
-            raise AssertionError(b"".join(output).decode(errors="replace"))
-        yield process, int(match.group(1))
-        process.send_signal(signal.SIGTERM)
-        rest, _ = process.communicate(timeout=15)
-        output.append(rest)
-    finally:
-        watchdog.cancel()
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    """A directory holding myapp.py: ``handler`` echoes, ``where`` says who connected."""
+    (tmp_path / "myapp.py").write_text(APP)
+    return tmp_path
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
-def test_cli_serves_a_handler_from_the_current_directory(tmp_path: Path, backend: str) -> None:
-    (tmp_path / "myapp.py").write_text(APP)
-    output: list[bytes] = []
-    args = ["myapp:handler", "--backend", backend, "--server-header", "none",
+def test_cli_serves_a_handler_from_the_current_directory(app: Path, backend: str) -> None:
+    args = ["myapp:handler", "--port", "0", "--backend", backend, "--server-header", "none",
             "--ping-interval", "off"]
-    with (
-        running_cli(args, tmp_path, output) as (process, port),
-        connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as client,
-    ):
-        client.send("hello")
-        assert client.recv(timeout=10) == "app:hello"
-        assert client.response is not None
-        assert client.response.headers.get("Server") is None
-    assert process.returncode == 0, output
-    assert b"server closed" in b"".join(output)
+    with running_cli(args, app) as cli:
+        with connect(f"ws://127.0.0.1:{cli.port}/") as client:
+            client.send("hello")
+            assert client.recv(timeout=CLIENT_TIMEOUT_SECONDS) == "app:hello"
+            assert client.response is not None
+            assert client.response.headers.get("Server") is None
+        status, output = cli.stop()
+    assert status == 0, output
+    assert "server closed" in output
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
-def test_cli_option_flags_reach_the_server(tmp_path: Path, backend: str) -> None:
-    (tmp_path / "myapp.py").write_text(APP)
-    output: list[bytes] = []
-    args = ["myapp:handler", "--backend", backend, "--max-size", "16", "--compression", "none"]
+def test_cli_option_flags_reach_the_server(app: Path, backend: str) -> None:
+    args = ["myapp:handler", "--port", "0", "--backend", backend, "--max-size", "16",
+            "--compression", "none", "--header", "X-Served-By: wsserver cli",
+            "--log-level", "Debug"]
+    with running_cli(args, app) as cli:
+        with connect(f"ws://127.0.0.1:{cli.port}/") as client:
+            assert client.response is not None
+            assert "Sec-WebSocket-Extensions" not in client.response.headers
+            assert client.response.headers["Server"] == DEFAULT_SERVER_HEADER
+            assert client.response.headers["X-Served-By"] == "wsserver cli"
+            client.send("x" * 16)
+            assert client.recv(timeout=CLIENT_TIMEOUT_SECONDS) == "app:" + "x" * 16
+            client.send("x" * 17)
+            with pytest.raises(ConnectionClosedError) as closed:
+                client.recv(timeout=CLIENT_TIMEOUT_SECONDS)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1009
+        status, output = cli.stop()
+    assert status == 0, output
+    # --log-level in any case: Debug shows the frames.
+    assert " DEBUG wsserver" in output
+
+
+@pytest.mark.parametrize(
+    ("flags", "seen"),
+    [
+        ([], "127.0.0.1 ws"),
+        (["--proxy-headers"], "192.0.2.1 wss"),
+        (["--proxy-headers", "--forwarded-allow-ips", "10.0.0.0/8, 192.0.2.7"], "127.0.0.1 ws"),
+    ],
+    ids=["off", "on, the proxy trusted by default", "on, the proxy not in the list"],
+)
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_cli_proxy_headers_give_the_client_behind_a_trusted_proxy(
+    app: Path, backend: str, flags: list[str], seen: str
+) -> None:
+    args = ["myapp:where", "--port", "0", "--backend", backend, *flags]
+    proxy_headers = {"X-Forwarded-For": "192.0.2.1", "X-Forwarded-Proto": "https"}
     with (
-        running_cli(args, tmp_path, output) as (process, port),
-        connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as client,
+        running_cli(args, app) as cli,
+        connect(f"ws://127.0.0.1:{cli.port}/", additional_headers=proxy_headers) as client,
     ):
-        assert client.response is not None
-        assert "Sec-WebSocket-Extensions" not in client.response.headers
-        assert client.response.headers["Server"] == DEFAULT_SERVER_HEADER
-        client.send("x" * 16)
-        assert client.recv(timeout=10) == "app:" + "x" * 16
-        client.send("x" * 17)
-        with pytest.raises(ConnectionClosedError) as closed:
-            client.recv(timeout=10)
-        assert closed.value.rcvd is not None
-        assert closed.value.rcvd.code == 1009
-    assert process.returncode == 0, output
-
-
-def test_cli_reports_a_handler_it_cannot_import(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "wsserver", "nosuchmodule:handler"],
-        cwd=tmp_path, capture_output=True, timeout=30,
-    )
-    assert result.returncode != 0
-    assert b"cannot import nosuchmodule" in result.stderr
-    assert b"Traceback" not in result.stderr
-
-
-def test_cli_rejects_a_handler_without_module_and_function(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "wsserver", "justaname"],
-        cwd=tmp_path, capture_output=True, timeout=30,
-    )
-    assert result.returncode != 0
-    assert b"module:function" in result.stderr
+        assert client.recv(timeout=CLIENT_TIMEOUT_SECONDS) == seen
 
 
 # Bad values ---------------------------------------------------------------------------
@@ -139,31 +112,34 @@ def test_cli_rejects_a_handler_without_module_and_function(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--max-queue", "0"], "max_queue must be a positive integer or None, got 0"),
+        (["--max-queue", "0"], "--max-queue must be a positive integer or none, got 0"),
         (["--ping-interval", "-5"],
-         "ping_interval must be a positive number of seconds or None, got -5"),
+         "--ping-interval must be a positive number of seconds or none, got -5"),
         (["--ping-interval", "0"],
-         "ping_interval must be a positive number of seconds or None, got 0"),
+         "--ping-interval must be a positive number of seconds or none, got 0"),
         (["--close-timeout", "nan"],
-         "close_timeout must be a positive number of seconds or None, got nan"),
-        (["--max-size", "lots"], "max_size must be a positive integer or None, got 'lots'"),
-        (["--read-limit", "off"], "read_limit must be a positive integer, got None"),
-        (["--write-limit", "-1"], "write_limit must be a non-negative integer, got -1"),
-        (["--backlog", "1.5"], "backlog must be a positive integer, got 1.5"),
-        (["--compression", "br"], "unsupported compression: 'br'"),
-        (["--port", "70000"], "port must be an integer from 0 to 65535 or None, got 70000"),
+         "--close-timeout must be a positive number of seconds or none, got nan"),
+        (["--open-timeout", "soon"],
+         "--open-timeout must be a positive number of seconds or none, got 'soon'"),
+        (["--max-size", "lots"], "--max-size must be a positive integer or none, got 'lots'"),
+        # No "none" for an option that cannot be None: the word is refused as given.
+        (["--read-limit", "off"], "--read-limit must be a positive integer, got 'off'"),
+        (["--write-limit", "-1"], "--write-limit must be a non-negative integer, got -1"),
+        (["--backlog", "1.5"], "--backlog must be a positive integer, got 1.5"),
+        (["--compression", "br"], "--compression: unsupported compression: 'br'"),
+        (["--forwarded-allow-ips", "10.0.0.0/33"],
+         "--forwarded-allow-ips: a trusted proxy must be an IP address, a network or '*',"
+         " got '10.0.0.0/33'"),
+        (["--port", "70000"], "--port must be an integer from 0 to 65535 or none, got 70000"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )
-def test_cli_bad_value_is_one_line_and_status_2(
+def test_cli_bad_value_is_one_line_naming_the_flag_and_status_2(
     tmp_path: Path, flags: list[str], message: str
 ) -> None:
     # With a handler that cannot be imported: the options are refused first,
     # before the application's module is even imported.
-    result = subprocess.run(
-        [sys.executable, "-m", "wsserver", "nosuchmodule:handler", *flags],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30,
-    )
+    result = run_cli(["nosuchmodule:handler", *flags], tmp_path)
     assert result.returncode == 2
     assert result.stderr == f"wsserver: {message}\n"
     assert result.stdout == ""
@@ -171,17 +147,41 @@ def test_cli_bad_value_is_one_line_and_status_2(
 
 # Flags made from the options ----------------------------------------------------------
 
-GENERATED = {
-    "compression", "server_header", "open_timeout", "ping_interval", "ping_timeout",
-    "close_timeout", "max_size", "max_queue", "read_limit", "write_limit", "backlog",
+WITHOUT_GENERATED_FLAG = {
+    # Written by hand: repeatable, or a file rather than the value.
+    "origins": "--origin",
+    "subprotocols": "--subprotocol",
+    "extra_headers": "--header",
+    "ssl": "--certfile",
+    "sock": "--fd",
+    # Python objects, which a command line cannot give.
+    "logger": None,
+    "extensions": None,
+    "process_request": None,
+    "select_subprotocol": None,
+    "create_protocol": None,
 }
 
 
-def test_every_number_and_string_option_has_a_flag() -> None:
-    assert {field.name for field in flag_fields()} == GENERATED
+def test_every_option_has_a_flag_or_a_reason_not_to() -> None:
+    generated = {field.name for field in flag_fields()}
+    fields = {field.name for field in attrs.fields(ServeOptions) if field.init}
+    # A new option gets a flag made for it, or is named here with its reason.
+    assert fields - generated == set(WITHOUT_GENERATED_FLAG)
     help_text = build_parser().format_help()
-    for name in GENERATED:
-        assert "--" + name.replace("_", "-") in help_text
+    for name in generated:
+        assert "--" + name.replace("_", "-") + " " in help_text, name
+    for flag in filter(None, WITHOUT_GENERATED_FLAG.values()):
+        assert flag + " " in help_text, flag
+
+
+def test_help_shows_each_quantity_with_its_unit_and_default() -> None:
+    help_text = " ".join(build_parser().format_help().split())
+    for field in flag_fields():
+        unit = field.metadata.get("unit")
+        shown = f"{shown_default(field)} {unit}" if unit else shown_default(field)
+        assert f"(default: {shown}" in help_text, field.name
+    assert "(default: 10 seconds; none or off for None)" in help_text
 
 
 def test_without_flags_the_options_are_the_defaults() -> None:
@@ -200,7 +200,8 @@ def test_flags_set_their_options() -> None:
         "myapp:handler", "--max-queue", "4", "--ping-interval", "2.5", "--max-size", "off",
         "--open-timeout", "NONE", "--write-limit", "0", "--backlog", "10",
         "--server-header", "mine", "--origin", "https://a.example", "--origin", "https://b.example",
-        "--subprotocol", "chat", "--host", "::1", "--reuse-port",
+        "--subprotocol", "chat", "--host", "::1", "--reuse-port", "--header", "X-A: 1",
+        "--header", "X-B:two words", "--proxy-headers", "--forwarded-allow-ips", "10.0.0.0/8,*",
     ])
     options = build_options(args)
     assert isinstance(options, TCPServeOptions)
@@ -209,7 +210,14 @@ def test_flags_set_their_options() -> None:
     assert options.server_header == "mine"
     assert options.origins == ["https://a.example", "https://b.example"]
     assert options.subprotocols == ["chat"]
+    assert options.extra_headers == [("X-A", "1"), ("X-B", "two words")]
+    assert (options.proxy_headers, options.forwarded_allow_ips) == (True, ("10.0.0.0/8", "*"))
     assert (options.host, options.reuse_port) == ("::1", True)
+
+
+@pytest.mark.parametrize("level", ["info", "INFO", "Info", "debug", "Warning", "CRITICAL"])
+def test_log_level_takes_any_case(level: str) -> None:
+    assert build_parser().parse_args(["--log-level", level]).log_level == level.lower()
 
 
 @pytest.mark.parametrize(
@@ -226,8 +234,9 @@ def test_server_header_none_leaves_it_out() -> None:
     assert options.server_header is None
 
 
-def test_unix_socket_gives_a_path_and_no_handler_the_demo() -> None:
-    options = build_options(build_parser().parse_args(["--unix-socket", "/tmp/demo.sock"]))
+@pytest.mark.parametrize("flag", ["--uds", "--unix-socket"])
+def test_uds_gives_a_path_and_no_handler_the_demo(flag: str) -> None:
+    options = build_options(build_parser().parse_args([flag, "/tmp/demo.sock"]))
     assert isinstance(options, UnixServeOptions)
     assert options.path == "/tmp/demo.sock"
     # No handler: the demo, whose page is served by process_request.
@@ -265,4 +274,4 @@ def test_docs_show_each_generated_flags_default() -> None:
             # Documented as the pattern it follows, not this machine's versions.
             assert documented[flag] == "`Python/3.x.y wsserver/0.1.0`"
         else:
-            assert documented[flag] == f"`{field.default}`", flag
+            assert documented[flag] == f"`{shown_default(field)}`", flag
