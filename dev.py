@@ -123,10 +123,9 @@ def ensure_redis_server() -> None:
     if Path("/usr/bin/redis-server").exists():
         return
     print("installing Debian's redis-server for the pub/sub tests", flush=True)
-    # Only the binary is wanted: policy-rc.d refuses starting the service.
     subprocess.run(
         ["sh", "-c", "apt-get update -q && apt-get install -y -q redis-server"],
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"},
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
     if not Path("/usr/bin/redis-server").exists():
         print("!!! redis-server could not be installed: the Redis tests will not run", flush=True)
