@@ -2,8 +2,10 @@
 """Set up and run wsserver from a fresh clone, with nothing but Python.
 
 ``python3 dev.py demo`` runs the demo server; ``python3 dev.py test`` runs the
-whole test suite. Both create ``.venv`` beside this file on first use and
-install the project with everything its tests need into it.
+whole test suite. Both create ``.venv`` beside this file on first use; ``demo``
+installs the project alone into it, ``test`` the project with everything its
+tests need. Stopping ``demo`` (Ctrl-C, SIGTERM) stops the server: dev.py
+becomes the server process rather than starting a child.
 """
 
 from __future__ import annotations
@@ -37,18 +39,51 @@ def project_fingerprint() -> str:
     return "\n".join(parts)
 
 
-def ensure_venv() -> Path:
-    """Create the virtual environment and install the project into it."""
+FULL_EXTRAS = "[test,bench]"
+"""What ``test`` installs besides the project; ``demo`` needs none of it."""
+
+
+def is_installed(stamp: str | None, fingerprint: str, extras: str) -> bool:
+    """Tell whether the venv's stamp says the project is installed with ``extras``.
+
+    The stamp is the fingerprint, then a line naming the extras; a stamp
+    without that line comes from before ``demo`` installed less, with all of
+    them. The full toolchain serves the demo too, not the other way round.
+    """
+    if stamp is None:
+        return False
+    stamped, _, installed = stamp.partition("\nextras=")
+    if stamped != fingerprint:
+        return False
+    installed = installed if "\nextras=" in stamp else FULL_EXTRAS
+    return extras in ("", installed)
+
+
+def ensure_venv(extras: str = FULL_EXTRAS) -> Path:
+    """Create the virtual environment and install the project into it, with ``extras``."""
     if not venv_python().exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
     fingerprint = project_fingerprint()
-    if not STAMP.exists() or STAMP.read_text() != fingerprint:
+    stamp = STAMP.read_text() if STAMP.exists() else None
+    if not is_installed(stamp, fingerprint, extras):
         py = venv_python()
-        run(py, "-m", "pip", "install", "--quiet", "--upgrade", "pip", "setuptools", "wheel")
-        run(py, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test,bench]")
-        STAMP.write_text(fingerprint)
+        if extras:
+            run(py, "-m", "pip", "install", "--quiet", "--upgrade", "pip", "setuptools", "wheel")
+        run(py, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}{extras}")
+        STAMP.write_text(f"{fingerprint}\nextras={extras}")
     return venv_python()
+
+
+def exec_demo(py: Path, args: list[str]) -> int:
+    """Become the demo server: Ctrl-C and SIGTERM then reach it, and no child is left behind."""
+    command = [str(py), "-m", "wsserver", *args]
+    sys.stdout.flush()
+    if os.name == "nt":
+        # No exec on Windows (os.execv starts a new process and returns at
+        # once); the child shares the console, so Ctrl-C reaches it as well.
+        return subprocess.call(command)
+    os.execv(command[0], command)
 
 
 SPEEDUPS_PROBE = """
@@ -137,11 +172,11 @@ def main(argv: list[str]) -> int:
         print("usage: python3 dev.py demo [wsserver options] | test [pytest options]")
         return 2
     command, rest = argv[0], argv[1:]
-    py = ensure_venv()
+    py = ensure_venv("" if command == "demo" else FULL_EXTRAS)
     check_speedups(py)
     os.chdir(ROOT)
     if command == "demo":
-        return subprocess.call([str(py), "-m", "wsserver", *rest])
+        return exec_demo(py, rest)
     ensure_node_packages()
     ensure_chromium()
     ensure_redis_server()
