@@ -65,9 +65,9 @@ SEED_DEFAULTS = {
 
 
 ADDED_DEFAULTS = {
-    # Proxy headers (issue #11): off, and when on, only the local host trusted, as uvicorn.
+    # Proxy headers (issue #11): off, and when on, only a proxy on this machine trusted.
     "proxy_headers": False,
-    "forwarded_allow_ips": ("127.0.0.1", "::1"),
+    "forwarded_allow_ips": ("127.0.0.1", "::1", "unix:"),
 }
 
 

@@ -39,6 +39,13 @@ __all__ = [
 EVERYONE: Final[str] = "*"
 """The ``forwarded_allow_ips`` entry that trusts every peer, Unix sockets included."""
 
+UNIX: Final[str] = "unix:"
+"""The ``forwarded_allow_ips`` entry that trusts peers on a Unix socket.
+
+Such a peer has no address to check, but only a process allowed to open the
+socket file can be one: a proxy on the same machine.
+"""
+
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Values may be tokens, but an address with a port such as 192.0.2.43:47011 is
 # not one (":" is a delimiter) and RFC 7239 says to quote it; proxies that do not
@@ -262,29 +269,41 @@ class TrustedProxies:
 
     Args:
         entries: IP addresses and networks in CIDR notation (``"10.0.0.0/8"``),
-            or ``"*"`` to trust every peer.
+            ``"unix:"`` for peers on a Unix socket, or ``"*"`` to trust every peer.
 
     Raises:
-        ValueError: if an entry is neither ``"*"``, an address nor a network.
+        ValueError: if an entry is none of these.
     """
 
     def __init__(self, entries: Iterable[str]) -> None:
         self.everyone = False
+        self.unix = False
         networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for entry in entries:
             if entry.strip() == EVERYONE:
                 self.everyone = True
                 continue
+            if entry.strip() == UNIX:
+                self.unix = True
+                continue
             try:
                 networks.append(ipaddress.ip_network(entry.strip(), strict=False))
             except ValueError:
                 raise ValueError(
-                    f"a trusted proxy must be an IP address, a network or '*', got {entry!r}"
+                    "a trusted proxy must be an IP address, a network, 'unix:' or '*',"
+                    f" got {entry!r}"
                 ) from None
         self.networks = tuple(networks)
 
+    def trusts_peer(self, peer: object) -> bool:
+        """Tell whether the TCP peer ``(host, port)``, or a Unix socket's peer, is trusted."""
+        if isinstance(peer, tuple):
+            return peer[0] in self
+        # anyio gives a Unix socket's peer as its path, usually "".
+        return self.everyone or (self.unix and isinstance(peer, str))
+
     def __contains__(self, host: object) -> bool:
-        """Tell whether ``host`` (an address as text) is a trusted proxy."""
+        """Tell whether ``host`` (an address as text, from a socket or a header) is trusted."""
         if self.everyone:
             return True
         address = _ip(host) if isinstance(host, str) else None
@@ -351,7 +370,8 @@ def client_from_headers(
     behind a proxy that writes only the other.
 
     Args:
-        peer: the TCP peer's address, ``(host, port)``, or a Unix socket's ``""``.
+        peer: the TCP peer's address, ``(host, port)``, or a Unix socket's path
+            (usually ``""``).
         headers: the request's headers.
         trusted: the trusted proxies.
         scheme: ``"ws"`` or ``"wss"`` as seen on the socket.
@@ -362,8 +382,7 @@ def client_from_headers(
         identifier. When the peer is not trusted, or the headers say nothing
         that can be believed, ``(peer, scheme)`` unchanged.
     """
-    host = peer[0] if isinstance(peer, tuple) else peer
-    if host not in trusted:
+    if not trusted.trusts_peer(peer):
         return peer, scheme
 
     def believed(node: Node) -> bool:

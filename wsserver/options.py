@@ -412,12 +412,13 @@ class ConnectionOptions:
         ),
     )
     forwarded_allow_ips: tuple[str, ...] = attrs.field(
-        default=("127.0.0.1", "::1"),
+        default=("127.0.0.1", "::1", "unix:"),
         converter=_proxy_list,
         validator=_trusted_proxies,
         metadata=_about(
-            "the proxies trusted with proxy_headers: IP addresses, CIDR networks, or '*'"
-            " for every peer; a sequence or a comma-separated string"
+            "the proxies trusted with proxy_headers: IP addresses, CIDR networks, 'unix:'"
+            " for Unix socket peers, or '*' for every peer; a sequence or a comma-separated"
+            " string"
         ),
     )
     server_extensions: Sequence[ServerExtensionFactory] | None = attrs.field(

@@ -7,12 +7,15 @@ with the ``websockets`` client sending the headers a proxy would add.
 
 from __future__ import annotations
 
+import functools
 import ssl
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import trustme
+from websockets.sync.client import unix_connect
 
 import wsserver
 from wsserver import Headers
@@ -165,6 +168,14 @@ def test_trusted_proxies_are_addresses_and_networks() -> None:
 def test_star_trusts_every_peer_even_a_unix_socket() -> None:
     trusted = TrustedProxies(["*"])
     assert "203.0.113.7" in trusted and "" in trusted
+    assert trusted.trusts_peer(("203.0.113.7", 1)) and trusted.trusts_peer("")
+
+
+def test_unix_entry_trusts_unix_socket_peers_only() -> None:
+    trusted = TrustedProxies(["unix:"])
+    assert trusted.trusts_peer("") and trusted.trusts_peer("/run/proxy.sock")
+    assert not trusted.trusts_peer(("127.0.0.1", 5)) and not trusted.trusts_peer(None)
+    assert not TrustedProxies(["127.0.0.1"]).trusts_peer("")
 
 
 def test_bad_trusted_proxy_is_refused() -> None:
@@ -206,7 +217,7 @@ def test_bad_proxy_options_are_refused(
 def test_proxy_headers_are_off_and_trust_localhost_by_default() -> None:
     options = ConnectionOptions()
     assert options.proxy_headers is False
-    assert options.forwarded_allow_ips == ("127.0.0.1", "::1")
+    assert options.forwarded_allow_ips == ("127.0.0.1", "::1", "unix:")
 
 
 # Resolving the client -----------------------------------------------------------------
@@ -287,12 +298,13 @@ def test_unknown_proto_is_ignored_and_tls_is_kept() -> None:
     assert resolve([("X-Forwarded-Proto", "http")], scheme="wss") == (PROXY, "ws")
 
 
-def test_unix_socket_peer_is_trusted_only_with_star() -> None:
+def test_unix_socket_peer_is_trusted_with_unix_or_star_only() -> None:
     headers = Headers([("X-Forwarded-For", "192.0.2.1")])
     assert client_from_headers("", headers, LOCAL, "ws") == ("", "ws")
-    assert client_from_headers("", headers, TrustedProxies(["*"]), "ws") == (
-        ("192.0.2.1", 0), "ws"
-    )
+    for entry in ["unix:", "*"]:
+        assert client_from_headers("", headers, TrustedProxies([entry]), "ws") == (
+            ("192.0.2.1", 0), "ws"
+        )
 
 
 # End to end -----------------------------------------------------------------------------
@@ -345,6 +357,30 @@ async def test_forged_hop_before_the_proxy_is_skipped() -> None:
         headers, proxy_headers=True, forwarded_allow_ips="127.0.0.1, 10.0.0.0/8"
     )
     assert address == ("198.51.100.7", 0)
+
+
+@pytest.mark.anyio
+async def test_proxy_on_a_unix_socket_is_trusted_by_default(tmp_path: Path) -> None:
+    seen: list[Any] = []
+
+    async def handler(ws: wsserver.WebSocketServerProtocol) -> None:
+        seen.append(ws.remote_address)
+
+    def client(path: str) -> None:
+        headers = {"X-Forwarded-For": "192.0.2.1"}
+        with unix_connect(path, "ws://localhost/", additional_headers=headers, proxy=None):
+            pass
+
+    path = str(tmp_path / "ws.sock")
+    with anyio.fail_after(TIMEOUT):
+        for options in [{"proxy_headers": True}, {"proxy_headers": False}]:
+            async with anyio.create_task_group() as task_group:
+                server = await task_group.start(
+                    functools.partial(wsserver.unix_serve, handler, path=path, **options)
+                )
+                await in_thread(client, path)
+                server.close()
+    assert seen == [("192.0.2.1", 0), ""]
 
 
 @pytest.mark.anyio
