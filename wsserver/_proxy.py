@@ -289,9 +289,10 @@ class TrustedProxies:
             try:
                 networks.append(ipaddress.ip_network(entry.strip(), strict=False))
             except ValueError:
+                # 'unix:' is left out of the message: it is the rare case, and
+                # the help of the option names it.
                 raise ValueError(
-                    "a trusted proxy must be an IP address, a network, 'unix:' or '*',"
-                    f" got {entry!r}"
+                    f"a trusted proxy must be an IP address, a network or '*', got {entry!r}"
                 ) from None
         self.networks = tuple(networks)
 
