@@ -51,6 +51,7 @@ OPTIONAL_PAGES = {
     "workers": (ROOT / "docs" / "workers.md").exists(),
     "reference/routing": _importable("wsserver.routing"),
     "reference/workers": _importable("wsserver.workers"),
+    "reference/pubsub": _importable("wsserver.pubsub"),
 }
 MISSING_PAGES = sorted(name for name, present in OPTIONAL_PAGES.items() if not present)
 exclude_patterns += [f"{name}.md" for name in MISSING_PAGES]
@@ -58,10 +59,11 @@ exclude_patterns += [f"{name}.md" for name in MISSING_PAGES]
 
 def _drop_missing_pages(app: object, docname: str, source: list[str]) -> None:
     """Remove toctree lines naming a page whose feature has not landed."""
-    folder = docname.rpartition("/")[0]
+    folder, _, _ = docname.rpartition("/")
     for name in MISSING_PAGES:
-        local = name.removeprefix(f"{folder}/") if folder else name
-        source[0] = re.sub(rf"(?m)^{re.escape(local)}\n", "", source[0])
+        page_folder, _, local = name.rpartition("/")
+        if page_folder == folder:  # toctree entries are relative to their document
+            source[0] = re.sub(rf"(?m)^{re.escape(local)}\n", "", source[0])
 
 
 def setup(app: Any) -> None:
