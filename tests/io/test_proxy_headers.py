@@ -373,10 +373,12 @@ async def test_proxy_on_a_unix_socket_is_trusted_by_default(tmp_path: Path) -> N
 
     path = str(tmp_path / "ws.sock")
     with anyio.fail_after(TIMEOUT):
-        for options in [{"proxy_headers": True}, {"proxy_headers": False}]:
+        for proxy_headers in (True, False):
             async with anyio.create_task_group() as task_group:
                 server = await task_group.start(
-                    functools.partial(wsserver.unix_serve, handler, path=path, **options)
+                    functools.partial(
+                        wsserver.unix_serve, handler, path=path, proxy_headers=proxy_headers
+                    )
                 )
                 await in_thread(client, path)
                 server.close()

@@ -221,6 +221,21 @@ async def test_server_process_request_runs_first_for_every_path() -> None:
             assert (await _http_get(port, "/echo"))[0] == 426
 
 
+@pytest.mark.anyio
+async def test_unknown_path_closes_with_1008_when_process_request_is_bypassed() -> None:
+    class NoHooks(wsserver.WebSocketServerProtocol):
+        async def process_request(self, path: str, request_headers: Headers) -> Any:
+            return None  # does not call super(): the router is never asked
+
+    with anyio.fail_after(TIMEOUT):
+        async with running_server(Router({"/a": echo_handler}), create_protocol=NoHooks) as (
+            _, uri
+        ):
+            raw = await RawClient.open(port_of(uri), "/b")
+            assert await raw.recv_close() == (1008, "no route for this path")
+            await raw.aclose()
+
+
 # Front doors and the command line ---------------------------------------------------
 
 
