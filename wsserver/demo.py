@@ -3,19 +3,25 @@
 * ``ws://host:port/`` (or any path but ``/chat``) echoes every message back;
 * ``ws://host:port/chat`` relays every message to everyone in the room;
 * a plain browser visit to ``http://host:port/`` gets a small page using both.
+
+The room is a channel of :func:`wsserver.pubsub.current_channels`: in one
+process it lives in memory; with ``--workers N --redis URL`` every worker
+subscribes to it through Redis, so two tabs that landed on different workers
+still talk.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
 
-from .broadcast import broadcast
-from .connection import HTTPResponse, WebSocketServerProtocol
-from .sansio import Headers
+from .connection import Data, HTTPResponse, WebSocketServerProtocol
+from .pubsub import Channels, PublishError, current_channels
+from .sansio import ConnectionClosed, Headers
 
-__all__ = ["DEMO_PAGE", "demo_handler", "demo_process_request"]
+__all__ = ["CHAT_CHANNEL", "DEMO_PAGE", "demo_handler", "demo_process_request"]
 
-_room: set[WebSocketServerProtocol] = set()
+CHAT_CHANNEL = "wsserver.demo.chat"
+"""The channel of the demo's chat room."""
 
 DEMO_PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -85,11 +91,20 @@ async def demo_handler(websocket: WebSocketServerProtocol) -> None:
         async for message in websocket:
             await websocket.send(message)
         return
-    _room.add(websocket)
+    channels = current_channels()
+    async with channels.subscribe(websocket, CHAT_CHANNEL):
+        await _say(websocket, channels, "someone joined")
+        try:
+            async for message in websocket:
+                await _say(websocket, channels, message)
+        except ConnectionClosed:
+            pass  # gone without a closing handshake: leaving all the same
+    await _say(websocket, channels, "someone left")
+
+
+async def _say(websocket: WebSocketServerProtocol, channels: Channels, message: Data) -> None:
     try:
-        broadcast(_room, f"someone joined ({len(_room)} here)")
-        async for message in websocket:
-            broadcast(_room, message)
-    finally:
-        _room.discard(websocket)
-        broadcast(_room, f"someone left ({len(_room)} here)")
+        await channels.publish(CHAT_CHANNEL, message)
+    except PublishError as exc:
+        # The room on this worker heard it; the chat goes on without the others.
+        websocket.logger.warning("chat message not relayed: %s", exc)

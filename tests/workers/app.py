@@ -17,6 +17,7 @@ import ssl
 import sys
 
 from wsserver import WebSocketServerProtocol
+from wsserver.demo import demo_handler, demo_process_request
 from wsserver.options import TCPServeOptions, UnixServeOptions
 from wsserver.pubsub import PublishError, current_channels
 from wsserver.workers import serve_workers
@@ -52,6 +53,7 @@ def main() -> int:
     parser.add_argument("--certfile")
     parser.add_argument("--close-timeout", type=float, default=5)
     parser.add_argument("--write-limit", type=int, default=2**16)
+    parser.add_argument("--demo", action="store_true", help="serve wsserver.demo instead")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO,
@@ -67,6 +69,7 @@ def main() -> int:
         "close_timeout": args.close_timeout,
         "write_limit": args.write_limit,
         "ping_interval": None,
+        "process_request": demo_process_request if args.demo else None,
     }
     options: TCPServeOptions | UnixServeOptions
     if args.unix:
@@ -76,12 +79,12 @@ def main() -> int:
             "127.0.0.1", args.port, reuse_port=args.reuse_port, **common
         )
     return serve_workers(
-        handler,
+        demo_handler if args.demo else handler,
         options,
         workers=args.workers,
         backend=args.backend,
         redis_url=args.redis,
-        handler_spec="tests.workers.app:handler",
+        handler_spec=None if args.demo else "tests.workers.app:handler",
     )
 
 

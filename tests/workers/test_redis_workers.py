@@ -81,3 +81,33 @@ async def test_redis_restart_keeps_local_delivery_and_resumes_across_workers(
                 client.close()
             app.signal(signal.SIGTERM)
             assert await app.process.wait() == 0
+
+
+async def test_demo_chat_works_across_workers(
+    anyio_backend: str, redis_server: RedisServer
+) -> None:
+    with anyio.fail_after(60):
+        args = ("--backend", anyio_backend, "--redis", redis_server.url, "--demo")
+        async with running_app(*args) as app:
+            uri = f"ws://127.0.0.1:{await app.port()}/chat"
+            clients = []
+            # The log says which worker opened each connection (its pid leads the line).
+            for _ in range(100):
+                mark = len(app.lines)
+                clients.append(await open_client(uri))
+                await app.wait_for(r"connection open: /chat", mark)
+                pids = {line.split()[0] for line in app.lines if "connection open: /chat" in line}
+                if len(pids) == 2:
+                    break
+            assert len(pids) == 2
+            # Each client hears the message, after the arrivals announced to it.
+            await in_thread(clients[-1].send, "hello, other worker")
+            for client in clients:
+                heard = await recv(client)
+                while heard == "someone joined":
+                    heard = await recv(client)
+                assert heard == "hello, other worker"
+            for client in clients:
+                client.close()
+            app.signal(signal.SIGTERM)
+            assert await app.process.wait() == 0
