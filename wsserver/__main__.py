@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import importlib.metadata
 import logging
 import os
 import platform
@@ -31,7 +32,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn
 
 import anyio
-import anyio.abc
 import attrs
 import trio
 
@@ -269,19 +269,10 @@ def version_text() -> str:
         f"wsserver {__version__} with {platform.python_implementation()}"
         f" {platform.python_version()} on {platform.system()}\n"
         f"backends: trio {trio.__version__} (default), asyncio;"
-        f" through anyio {_distribution_version('anyio')}\n"
+        # anyio has no __version__ attribute; its installed metadata has.
+        f" through anyio {importlib.metadata.version('anyio')}\n"
         f"C speed-up: {speedups}\n"
     )
-
-
-def _distribution_version(name: str) -> str:
-    # anyio has no __version__ attribute; its installed metadata has.
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "(unknown version)"
 
 
 class _VersionAction(argparse.Action):

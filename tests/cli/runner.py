@@ -26,7 +26,7 @@ GUARD_SECONDS = 30
 LISTENING = re.compile(
     r"^wsserver: serving (?P<places>.+) on (?P<backend>trio|asyncio) \(Ctrl-C to stop\)$"
 )
-TCP_PLACE = re.compile(r"(?P<scheme>wss?)://(?P<host>[^ ]+):(?P<port>\d+)")
+TCP_PLACE = re.compile(r"(?P<host>\d+\.\d+\.\d+\.\d+|\[[0-9a-f:]+\]):(?P<port>\d+)")
 
 
 PYTHON_M = (sys.executable, "-m", "wsserver")
@@ -66,12 +66,12 @@ class Running:
         assert match is not None, self.line
         return int(match["port"])
 
-    def wait_for(self, text: str) -> None:
-        """Read the output until a line containing ``text`` (a log line) arrives."""
+    def wait_for(self, text: str | re.Pattern[str]) -> None:
+        """Read the output until a line containing ``text`` (or matching it) arrives."""
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.output.append(line)
-            if text in line:
+            if text.search(line) if isinstance(text, re.Pattern) else text in line:
                 return
         raise AssertionError(f"{text!r} never came:\n" + "".join(self.output))
 
@@ -91,8 +91,12 @@ def running_cli(
     *,
     pass_fds: Sequence[int] = (),
     program: Sequence[str] = PYTHON_M,
+    ready: re.Pattern[str] = LISTENING,
 ) -> Iterator[Running]:
     """Run ``python -m wsserver ARGS`` (or ``program ARGS``) until it prints its listening line.
+
+    ``ready`` is the line to wait for, when it is not the command line's own
+    (the supervisor of ``--workers`` says where it listens itself).
 
     On exit, a process still running gets SIGTERM, then SIGKILL if it does
     not end within the guard.
@@ -108,7 +112,7 @@ def running_cli(
     try:
         for line in process.stdout:
             output.append(line)
-            if LISTENING.match(line.rstrip("\n")):
+            if ready.search(line.rstrip("\n")):
                 break
         else:
             process.wait()

@@ -5,6 +5,7 @@ it, and --version. Each runs the server on both backends, with real clients.
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import ssl
@@ -165,6 +166,25 @@ def test_certfile_and_keyfile_serve_wss(app: Path, backend: str) -> None:
         with connect(f"wss://127.0.0.1:{cli.port}/", ssl=client_ssl) as client:
             echo_works(client)
         status, output = cli.stop()
+    assert status == 0, output
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_workers_serve_from_several_processes(app: Path, backend: str) -> None:
+    # wsserver.workers runs them; what is checked here is that the flag gets there.
+    args = ["myapp:handler", "--port", "0", "--backend", backend, "--workers", "2"]
+    supervisor = re.compile(r"supervisor \d+ listening on 127\.0\.0\.1:\d+ with 2 workers")
+    with running_cli(args, app, ready=supervisor) as cli:
+        for _ in range(2):
+            cli.wait_for(re.compile(r"worker \d+ serving$"))
+        with connect(f"ws://127.0.0.1:{cli.port}/") as client:
+            echo_works(client)
+            cli.process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosedOK) as closed:
+                client.recv(timeout=CLIENT_TIMEOUT_SECONDS)
+        status, output = cli.stop(None)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001
     assert status == 0, output
 
 
