@@ -23,6 +23,7 @@ from .sansio import (
     WebSocketError,
 )
 from .server import WebSocketServer, serve, unix_serve
+from .workers import run
 
 __all__ = [
     "ConnectionClosed",
@@ -39,6 +40,7 @@ __all__ = [
     "WebSocketServerProtocol",
     "__version__",
     "broadcast",
+    "run",
     "serve",
     "unix_serve",
 ]
