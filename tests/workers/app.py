@@ -16,6 +16,7 @@ import os
 import ssl
 import sys
 
+import wsserver
 from wsserver import WebSocketServerProtocol
 from wsserver.demo import demo_handler, demo_process_request
 from wsserver.options import TCPServeOptions, UnixServeOptions
@@ -54,6 +55,7 @@ def main() -> int:
     parser.add_argument("--close-timeout", type=float, default=5)
     parser.add_argument("--write-limit", type=int, default=2**16)
     parser.add_argument("--demo", action="store_true", help="serve wsserver.demo instead")
+    parser.add_argument("--via-run", action="store_true", help="start with wsserver.run")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO,
@@ -71,6 +73,18 @@ def main() -> int:
         "ping_interval": None,
         "process_request": demo_process_request if args.demo else None,
     }
+    if args.via_run:
+        wsserver.run(
+            handler,
+            "127.0.0.1",
+            args.port,
+            workers=args.workers,
+            backend=args.backend,
+            redis=args.redis,
+            close_timeout=args.close_timeout,
+            ping_interval=None,
+        )
+        return 0
     options: TCPServeOptions | UnixServeOptions
     if args.unix:
         options = UnixServeOptions(args.unix, **common)  # type: ignore[arg-type]

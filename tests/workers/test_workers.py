@@ -57,6 +57,17 @@ async def test_connections_are_spread_over_both_workers(anyio_backend: str) -> N
             assert await app.process.wait() == 0
 
 
+async def test_wsserver_run_serves_from_several_workers(anyio_backend: str) -> None:
+    with anyio.fail_after(60):
+        async with running_app("--backend", anyio_backend, "--via-run", workers=3) as app:
+            port = await app.port()
+            by_worker = await clients_on_every_worker(f"ws://127.0.0.1:{port}/pid", 3)
+            assert set(by_worker) == worker_pids(app)
+            close_all(by_worker)
+            app.signal(signal.SIGINT)
+            assert await app.process.wait() == 0
+
+
 async def test_killed_worker_is_restarted_and_the_other_keeps_serving(anyio_backend: str) -> None:
     with anyio.fail_after(60):
         async with running_app("--backend", anyio_backend) as app:
