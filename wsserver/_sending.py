@@ -209,6 +209,13 @@ class Outbox:
             self._writer_running = False
             self._wake_all()
 
+    def close(self) -> None:
+        """Write nothing more: the connection is being torn down (its task group ended)."""
+        self._broken = True
+        self._chunks.clear()
+        self._buffered = 0
+        self._wake_all()
+
     def _fail(self) -> None:
         if self._broken:
             return

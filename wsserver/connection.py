@@ -513,6 +513,8 @@ class WebSocketServerProtocol:
                     await self.close()
                 task_group.cancel_scope.cancel()
         finally:
+            if self._outbox is not None:
+                self._outbox.close()  # its writer task is gone with the task group
             await self._abort()
             self._connection_closed()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,9 @@ from ._transport import Listener, open_listeners, running_loop
 from .connection import Handler, LoggerLike, WebSocketServerProtocol
 from .options import DEFAULT_SERVER_HEADER as DEFAULT_SERVER_HEADER  # for help() and docs
 from .options import ServeOptions, TCPServeOptions, UnixServeOptions, entry_point
+
+if sys.version_info < (3, 11):  # pragma: no cover - a dependency of anyio there
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["WebSocketServer", "serve", "unix_serve"]
 
@@ -165,10 +169,14 @@ class WebSocketServer:
         except anyio.get_cancelled_exc_class():
             raise
         except BaseException as exc:
-            # Reported to whoever waits for the server, not only to the task running it.
-            self._failure = exc
-            self.logger.error("server failed: %s", exc)
-            raise
+            # Reported to whoever waits for the server, not only to the task
+            # running it; as itself, not wrapped by the task groups above.
+            failure = _unwrap(exc)
+            self._failure = failure
+            self.logger.error("server failed: %s", failure)
+            if failure is exc:
+                raise
+            raise failure from None
         finally:
             self._serving = False
             with anyio.CancelScope(shield=True):
@@ -230,6 +238,13 @@ class WebSocketServer:
     def unregister(self, websocket: WebSocketServerProtocol) -> None:
         """Forget a connection that ended."""
         self.websockets.discard(websocket)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-exception groups, or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _connection_handler(

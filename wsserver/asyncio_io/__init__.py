@@ -64,7 +64,7 @@ class Serve:
             shared.run_server(self._ws_handler, self._options, task_status=_FutureStatus(started))
         )
         _running.add(task)
-        task.add_done_callback(_running.discard)
+        task.add_done_callback(_finished)
         try:
             server = await _first(started, task)
         except BaseException:
@@ -82,6 +82,15 @@ class Serve:
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
         await self._server.aclose()
+
+
+def _finished(task: asyncio.Task[None]) -> None:
+    """Forget a server's task once it ended; its failure is the server's to report."""
+    _running.discard(task)
+    if not task.cancelled():
+        # Retrieved here so that asyncio does not log it as never retrieved:
+        # wait_closed(), serve_forever() and __aexit__ raise it to the user.
+        task.exception()
 
 
 async def _first(
