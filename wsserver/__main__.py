@@ -636,10 +636,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers > 1 or args.redis is not None:
             from .workers import serve_workers  # only several processes or Redis need it
 
-            status: int = serve_workers(
-                handler, options, workers=args.workers, backend=args.backend,
-                redis_url=args.redis, handler_spec=args.handler,
-            )
+            try:
+                status: int = serve_workers(
+                    handler, options, workers=args.workers, backend=args.backend,
+                    redis_url=args.redis, handler_spec=args.handler,
+                )
+            except ValueError as exc:  # flags that do not go together, such as --port 0
+                raise CommandLineError(str(exc), 2) from None
             return status
         _serve_here(handler, options, args.backend)
         # Stopped: a signal arriving now, while the interpreter exits, must

@@ -155,6 +155,9 @@ def test_keyfile_without_certfile_is_refused(pem_files: Path) -> None:
         (["--uds", "a.sock", "--reuse-port"], "--reuse-port does not apply with --uds"),
         (["--header", "X-Nothing"], "argument --header: expected NAME:VALUE, got 'X-Nothing'"),
         (["--workers", "0"], "argument --workers: expected a positive integer, got '0'"),
+        # Refused by wsserver.workers, before any process starts.
+        (["--workers", "2", "--reuse-port", "--port", "0"],
+         "reuse_port with several workers needs a fixed port, not 0"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["justaname"], "the handler must be given as module:function, not 'justaname'"),
     ],
