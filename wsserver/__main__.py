@@ -348,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     processes.add_argument("--workers", type=_positive, default=1, metavar="N",
                            help="serve from N processes sharing the port (default: 1)")
     processes.add_argument("--redis", metavar="URL",
-                           help="share broadcasts between the processes through this Redis"
-                                " (default: none)")
+                           help="link the processes' channels (wsserver.pubsub) through this"
+                                " Redis server (default: none)")
 
     group = parser.add_argument_group("connection options")
     group.add_argument("--origin", action="append", dest="origins", metavar="ORIGIN",
