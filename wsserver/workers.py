@@ -38,7 +38,7 @@ import attrs
 
 from ._transport._listeners import bind_tcp, bind_unix
 from .options import Handler, TCPServeOptions, UnixServeOptions, entry_point
-from .pubsub import open_channels
+from .pubsub import _redis_channels, open_channels
 from .server import run_server
 
 __all__ = ["RunOptions", "run", "serve_workers"]
@@ -403,13 +403,16 @@ def serve_workers(
     Raises:
         ValueError: if ``workers`` is not a positive integer, ``backend`` is
             unknown, or ``reuse_port`` is set without a fixed port.
+
+    A missing ``redis`` extra (coredis) is logged and returns 1, as an
+    address that cannot be bound does.
     """
     try:
         return _serve_workers(
             ws_handler, options, workers=workers, backend=backend, redis_url=redis_url,
             handler_spec=handler_spec,
         )
-    except OSError as exc:
+    except (OSError, ImportError) as exc:
         logger.error("cannot serve: %s", exc)
         return 1
 
@@ -431,6 +434,9 @@ def _serve_workers(
     reuse_port = isinstance(options, TCPServeOptions) and options.reuse_port
     if reuse_port and workers > 1 and not (isinstance(options, TCPServeOptions) and options.port):
         raise ValueError("reuse_port with several workers needs a fixed port, not 0")
+    if redis_url is not None:
+        # Fail here, once, rather than in every worker as it starts.
+        _redis_channels(redis_url)
     if workers == 1:
         # Ctrl-C before the signal receiver is installed: stopped before serving.
         with contextlib.suppress(KeyboardInterrupt):
@@ -522,6 +528,7 @@ def run(ws_handler: Handler, options: RunOptions) -> None:
 
     Raises:
         OSError: if the address cannot be bound.
+        ImportError: with ``redis``, if the ``redis`` extra (coredis) is not installed.
         RuntimeError: if a worker had to be killed, or failed, while stopping.
         ValueError: if an option's value is out of range.
         TypeError: if an option has the wrong type or name.
