@@ -137,7 +137,9 @@ class WebSocketServerProtocol:
         self._inbox: Inbox | None = None
         self._sending_fragments: anyio.Event | None = None
         self._pings: dict[bytes, PongWaiter] = {}
-        self._closed_event = anyio.Event()
+        self._is_closed = False
+        # Made when someone waits: an idle connection keeps no event for it.
+        self._closed_event: anyio.Event | None = None
 
     # Properties -------------------------------------------------------------------
 
@@ -447,6 +449,11 @@ class WebSocketServerProtocol:
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed, TCP included."""
+        if self._is_closed:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._closed_event is None:
+            self._closed_event = anyio.Event()
         await self._closed_event.wait()
 
     def _start_closing(self) -> None:
@@ -550,12 +557,14 @@ class WebSocketServerProtocol:
                 await stream.aclose()
 
     def _connection_closed(self) -> None:
-        if self._closed_event.is_set():
+        if self._is_closed:
             return
         core = self.protocol
         if core.state is not State.CLOSED:
             core.receive_eof()
-        self._closed_event.set()
+        self._is_closed = True
+        if self._closed_event is not None:
+            self._closed_event.set()
         for waiter in self._pings.values():
             waiter._resolve(None)
         self._pings.clear()
