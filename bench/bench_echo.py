@@ -62,14 +62,17 @@ class Contender:
     name: str
     script: str
     mode: str  # "ws" or "tcp": what the client speaks
+    deflate: bool = False  # the server can negotiate permessage-deflate (--deflate)
 
 
 CONTENDERS = [
-    Contender("wsserver-trio", "wsserver_trio.py", "ws"),
-    Contender("wsserver-asyncio", "wsserver_asyncio.py", "ws"),
-    Contender("websockets-trio", "websockets_trio.py", "ws"),
-    Contender("websockets-asyncio", "websockets_asyncio.py", "ws"),
+    Contender("wsserver-trio", "wsserver_trio.py", "ws", deflate=True),
+    Contender("wsserver-asyncio", "wsserver_asyncio.py", "ws", deflate=True),
+    Contender("websockets-trio", "websockets_trio.py", "ws", deflate=True),
+    Contender("websockets-asyncio", "websockets_asyncio.py", "ws", deflate=True),
     Contender("trio-websocket", "trio_websocket_server.py", "ws"),
+    Contender("aiohttp", "aiohttp_server.py", "ws", deflate=True),
+    Contender("picows", "picows_server.py", "ws"),
     Contender("tcp-trio", "tcp_trio.py", "tcp"),
     Contender("tcp-asyncio", "tcp_asyncio.py", "tcp"),
 ]
@@ -77,6 +80,8 @@ CONTENDERS = [
 # (label, numerator, denominator): the ratio columns of the table.
 RATIOS = [
     ("wsserver-asyncio / websockets-asyncio", "wsserver-asyncio", "websockets-asyncio"),
+    ("wsserver-asyncio / aiohttp", "wsserver-asyncio", "aiohttp"),
+    ("wsserver-trio / websockets-asyncio", "wsserver-trio", "websockets-asyncio"),
     ("wsserver-trio / websockets-trio", "wsserver-trio", "websockets-trio"),
     ("wsserver-trio / trio-websocket", "wsserver-trio", "trio-websocket"),
     ("wsserver-asyncio / tcp-asyncio", "wsserver-asyncio", "tcp-asyncio"),
@@ -92,6 +97,7 @@ class Scenario:
     client_args: dict[str, Any]
     result_field: str = "rate"
     scale: float = 1.0
+    deflate: bool = False  # the client offers permessage-deflate; only servers that can run it
 
 
 SCENARIOS = [
@@ -113,6 +119,11 @@ SCENARIOS = [
         result_field="bytes_per_second", scale=1e6,
     ),
     Scenario(
+        "deflate-64", "32 B, 64 conns, permessage-deflate", "msg/s",
+        {"scenario": "echo", "connections": 64, "inflight": 1, "size": 32, "deflate": 1},
+        deflate=True,
+    ),
+    Scenario(
         "handshake-1", "handshakes, sequential", "conn/s",
         {"scenario": "handshake", "parallel": 1},
     ),
@@ -123,6 +134,8 @@ SCENARIOS = [
 ]  # fmt: skip
 MEMORY_KEY = "memory"
 MEMORY_LABEL = "memory per idle connection"
+MEMORY_DEFLATE_KEY = "memory-deflate"
+MEMORY_DEFLATE_LABEL = "memory per idle conn., deflate"
 
 
 @dataclass
@@ -159,6 +172,7 @@ class Server:
     contender: Contender
     port: int
     process: subprocess.Popen[str]
+    deflate: bool = False
 
     @property
     def pid(self) -> int:
@@ -174,13 +188,13 @@ class Server:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
 
-def start_server(contender: Contender) -> Server:
+def start_server(contender: Contender, deflate: bool = False) -> Server:
     port = free_port()
     LOG_DIR.mkdir(exist_ok=True)
     log = (LOG_DIR / f"{contender.name}.log").open("a")
     process = subprocess.Popen(
         ["taskset", "-c", SERVER_CPU, sys.executable, str(SERVERS / contender.script),
-         "--port", str(port)],
+         "--port", str(port), *(["--deflate"] if deflate else [])],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     assert process.stdout is not None
@@ -188,7 +202,7 @@ def start_server(contender: Contender) -> Server:
     if line.strip() != "READY":
         process.kill()
         raise RuntimeError(f"{contender.name} did not start; see {LOG_DIR}/{contender.name}.log")
-    return Server(contender, port, process)
+    return Server(contender, port, process, deflate)
 
 
 def stop_server(server: Server) -> None:
@@ -203,11 +217,11 @@ def stop_server(server: Server) -> None:
 
 
 @contextmanager
-def running(contenders: list[Contender]) -> Iterator[list[Server]]:
+def running(contenders: list[Contender], deflate: bool = False) -> Iterator[list[Server]]:
     servers: list[Server] = []
     try:
         for contender in contenders:
-            servers.append(start_server(contender))
+            servers.append(start_server(contender, deflate))
         yield servers
     finally:
         for server in servers:
@@ -247,16 +261,23 @@ def ensure_client_installed() -> None:
 # -- scenarios ---------------------------------------------------------------------
 
 
-def measure_memory(contender: Contender, connections: int, settle: float) -> Measurement:
+def measure_memory(
+    contender: Contender, connections: int, settle: float, deflate: bool = False
+) -> Measurement:
     """RSS growth per idle connection, on a freshly started server."""
-    with running([contender]) as (server,):
+    extra = {"deflate": 1} if deflate else {}
+    with running([contender], deflate) as (server,):
         # Warm up the server (imports, first-handshake caches) before the baseline.
-        run_client(server, timeout=30, scenario="handshake", parallel=4, seconds=0.3, warmup=0)
+        run_client(
+            server, timeout=30, scenario="handshake", parallel=4, seconds=0.3, warmup=0, **extra
+        )  # fmt: skip
         time.sleep(settle)
         before = server.rss_bytes()
         files_before = server.open_files()
         client = subprocess.Popen(
-            client_command(server, scenario="idle", connections=connections, parallel=50),
+            client_command(
+                server, scenario="idle", connections=connections, parallel=50, **extra
+            ),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
@@ -322,11 +343,16 @@ def print_tables(
     names = [contender.name for contender in contenders]
     ratios = [ratio for ratio in RATIOS if ratio[1] in names and ratio[2] in names]
     header = ["scenario", "unit", *names, *(label for label, _, _ in ratios)]
+    deflate_keys = {s.key for s in SCENARIOS if s.deflate} | {MEMORY_DEFLATE_KEY}
     print("| " + " | ".join(header) + " |")
     print("|---|---|" + "--:|" * (len(names) + len(ratios)))
     for key, label, unit in rows:
         cells = [label, unit]
-        cells += [format_value(value_of(results, key, name)) for name in names]
+        cells += [
+            "-" if key in deflate_keys and not contender.deflate
+            else format_value(value_of(results, key, contender.name))
+            for contender in contenders
+        ]  # fmt: skip
         for _, numerator, denominator in ratios:
             top = value_of(results, key, numerator)
             bottom = value_of(results, key, denominator)
@@ -342,7 +368,7 @@ def print_tables(
     print("| " + " | ".join(header) + " |")
     print("|---|---|" + "--:|" * (len(names) + len(ratios)))
     for key, label, unit in rows:
-        if key == MEMORY_KEY:
+        if key in (MEMORY_KEY, MEMORY_DEFLATE_KEY):
             continue
         per_unit = unit.split("/")[0].replace("MB", "ms/MB").replace("msg", "µs/msg")
         per_unit = per_unit.replace("conn", "µs/conn")
@@ -365,7 +391,7 @@ def print_tables(
     print("| scenario | " + " | ".join(names) + " |")
     print("|---|" + "--:|" * len(names))
     for key, label, _ in rows:
-        if key == MEMORY_KEY:
+        if key in (MEMORY_KEY, MEMORY_DEFLATE_KEY):
             continue
         cells = [label]
         for name in names:
@@ -388,6 +414,8 @@ def machine_summary() -> str:
             capture_output=True, text=True, check=True,
         ).stdout
     )  # fmt: skip
+    import aiohttp
+    import picows
     import trio
     import trio_websocket
     import websockets
@@ -398,7 +426,8 @@ def machine_summary() -> str:
         f"wsserver {wsserver.__version__} from {Path(wsserver.__file__).parent.parent}\n"
         f"{os.cpu_count()} CPUs ({model}), Python {sys.version.split()[0]}, "
         f"trio {trio.__version__}, "
-        f"websockets {websockets.__version__}, trio-websocket {trio_websocket.__version__}; "
+        f"websockets {websockets.__version__}, trio-websocket {trio_websocket.__version__}, "
+        f"aiohttp {aiohttp.__version__}, picows {picows.__version__}; "
         f"client: node {info['node']}, ws {info['ws']}, bufferutil {info['bufferutil']}"
     )
 
@@ -411,7 +440,8 @@ def main() -> None:
     parser.add_argument("--idle-connections", type=int, default=5000)
     parser.add_argument("--quick", action="store_true", help="a ~30 s smoke run")
     parser.add_argument(
-        "--only", nargs="+", choices=[s.key for s in SCENARIOS] + [MEMORY_KEY],
+        "--only", nargs="+",
+        choices=[s.key for s in SCENARIOS] + [MEMORY_KEY, MEMORY_DEFLATE_KEY],
         help="run these scenarios only",
     )  # fmt: skip
     parser.add_argument(
@@ -428,7 +458,13 @@ def main() -> None:
     ensure_client_installed()
     contenders = [c for c in CONTENDERS if not args.contenders or c.name in args.contenders]
     scenarios = [s for s in SCENARIOS if not args.only or s.key in args.only]
-    with_memory = not args.only or MEMORY_KEY in args.only
+    memory_rows = [
+        (key, label, deflate)
+        for key, label, deflate in [
+            (MEMORY_KEY, MEMORY_LABEL, False), (MEMORY_DEFLATE_KEY, MEMORY_DEFLATE_LABEL, True)
+        ]
+        if not args.only or key in args.only
+    ]  # fmt: skip
     print(machine_summary())
     print(
         f"{args.seconds:g} s per run after {args.warmup:g} s warm-up, best of {args.repeat}; "
@@ -438,9 +474,14 @@ def main() -> None:
 
     results = Results()
     started = time.monotonic()
-    with running(contenders) as servers:
+    # The compression scenarios run on a second set of servers, started with
+    # --deflate, of the contenders that support permessage-deflate.
+    any_deflate = any(scenario.deflate for scenario in scenarios)
+    deflating = [c for c in contenders if c.deflate] if any_deflate else []
+    with running(contenders) as plain_servers, running(deflating, True) as deflate_servers:
         for round_number in range(args.repeat):
             for scenario in scenarios:
+                servers = deflate_servers if scenario.deflate else plain_servers
                 for index, server in enumerate(servers):
                     try:
                         measurement = measure(server, scenario, args.seconds, args.warmup)
@@ -448,7 +489,7 @@ def main() -> None:
                         print(f"  {scenario.key} / {server.contender.name}: {exc}", file=sys.stderr)
                         if server.process.poll() is not None:
                             # A crash counts against this scenario only: restart.
-                            servers[index] = start_server(server.contender)
+                            servers[index] = start_server(server.contender, server.deflate)
                         continue
                     results.record(scenario.key, server.contender.name, measurement, True)
                     print(
@@ -458,26 +499,30 @@ def main() -> None:
                         f" server {measurement.server_cpu:.2f} CPU)",
                         flush=True,
                     )
-    if with_memory:
+    for key, memory_label, deflate in memory_rows:
         for round_number in range(args.repeat):
             for contender in contenders:
-                try:
-                    measurement = measure_memory(contender, args.idle_connections, settle)
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    print(f"  memory / {contender.name}: {exc}", file=sys.stderr)
+                if deflate and not contender.deflate:
                     continue
-                results.record(MEMORY_KEY, contender.name, measurement, False)
+                try:
+                    measurement = measure_memory(
+                        contender, args.idle_connections, settle, deflate
+                    )  # fmt: skip
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    print(f"  {key} / {contender.name}: {exc}", file=sys.stderr)
+                    continue
+                results.record(key, contender.name, measurement, False)
                 print(
-                    f"  round {round_number + 1} {MEMORY_LABEL:32} {contender.name:20}"
+                    f"  round {round_number + 1} {memory_label:32} {contender.name:20}"
                     f" {measurement.value:8.1f} KiB",
                     flush=True,
                 )
     print(f"\n{time.monotonic() - started:.0f} s\n")
 
     rows = [(s.key, s.label, s.unit) for s in scenarios]
-    if with_memory:
-        label = f"{MEMORY_LABEL} ({args.idle_connections:,} open)"
-        rows.append((MEMORY_KEY, label, "KiB (lower is better)"))
+    for key, memory_label, _ in memory_rows:
+        label = f"{memory_label} ({args.idle_connections:,} open)"
+        rows.append((key, label, "KiB (lower is better)"))
     print_tables(results, contenders, rows)
 
 

@@ -7,7 +7,7 @@
 //   node client.js --mode ws|tcp --port N --scenario echo|handshake|idle
 //                  [--connections C] [--inflight K] [--size BYTES]
 //                  [--parallel P] [--seconds S] [--warmup S]
-//                  [--server-pid PID] [--clk-tck HZ]
+//                  [--server-pid PID] [--clk-tck HZ] [--deflate 0|1]
 //
 // echo:      C connections, each keeping K messages of BYTES in flight (K=1 is
 //            ping-pong: send, wait for the echo, send again); counts echoes.
@@ -40,6 +40,7 @@ function parseArgs(argv) {
     warmup: 0.5,
     serverPid: 0,
     clkTck: 100,
+    deflate: 0,
   };
   for (let i = 2; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
@@ -104,7 +105,10 @@ function fail(message) {
 // Calls back with an open connection: a `ws` WebSocket or a `net` socket.
 function connect(callback) {
   if (options.mode === 'ws') {
-    const ws = new WebSocket(url, { perMessageDeflate: false });
+    // With --deflate 1: permessage-deflate at ws's defaults, except that every
+    // message is compressed (ws skips those under 1 KiB by default).
+    const perMessageDeflate = options.deflate ? { threshold: 0 } : false;
+    const ws = new WebSocket(url, { perMessageDeflate });
     ws.binaryType = 'nodebuffer';
     ws.once('open', () => callback(ws));
     ws.on('error', (error) => {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import _common
 import trio
 from _common import HOST, MAX_MESSAGE_BYTES, announce_ready, parse_port
 from websockets.trio.server import ServerConnection, serve
@@ -22,7 +23,7 @@ async def main(port: int) -> None:
                 echo,
                 port,
                 host=HOST,
-                compression=None,
+                compression=_common.compression(),
                 ping_interval=None,
                 max_size=MAX_MESSAGE_BYTES,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import _common
 from _common import HOST, MAX_MESSAGE_BYTES, announce_ready, parse_port
 
 from wsserver.asyncio_io import WebSocketServerProtocol, serve
@@ -16,7 +17,12 @@ async def echo(websocket: WebSocketServerProtocol) -> None:
 
 async def main(port: int) -> None:
     async with serve(
-        echo, HOST, port, compression=None, ping_interval=None, max_size=MAX_MESSAGE_BYTES
+        echo,
+        HOST,
+        port,
+        compression=_common.compression(),
+        ping_interval=None,
+        max_size=MAX_MESSAGE_BYTES,
     ) as server:
         announce_ready()
         await server.serve_forever()
