@@ -30,9 +30,19 @@ def run(*args: str | Path, **kwargs: object) -> None:
     subprocess.run([str(a) for a in args], check=True, **kwargs)  # type: ignore[call-overload]
 
 
+COMPILED_MODULES = ("streams", "frames", "http11", "handshake", "connection")
+"""The modules setup.py compiles with mypyc (as wsserver/sansio/_compiled.py names them)."""
+
+PURE_PYTHON_TESTS = ("tests/sansio", "tests/conformance")
+"""What ``test`` runs a second time on the pure-Python build of the same install."""
+
+
 def project_fingerprint() -> str:
     parts = []
-    for name in ("pyproject.toml", "setup.py", "wsserver/sansio/_speedups.c"):
+    # The C and mypyc-compiled sources: an edit to one needs a new build, or
+    # wsserver runs (and says it runs) the sources as pure Python.
+    compiled = [f"wsserver/sansio/{name}.py" for name in COMPILED_MODULES]
+    for name in ("pyproject.toml", "setup.py", "wsserver/sansio/_speedups.c", *compiled):
         path = ROOT / name
         if path.exists():
             parts.append(f"{name}:{path.stat().st_mtime_ns}:{path.stat().st_size}")
@@ -87,30 +97,32 @@ def exec_demo(py: Path, args: list[str]) -> int:
 
 
 SPEEDUPS_PROBE = """
-try:
-    import wsserver.sansio._speedups
-except ModuleNotFoundError as exc:
-    raise SystemExit(3 if exc.name == "wsserver.sansio._speedups" else 1)
+import wsserver.sansio
+raise SystemExit(0 if wsserver.sansio.HAS_SPEEDUPS else 3)
 """
 
 
 def check_speedups(py: Path) -> None:
-    """Say loudly when the optional C speed-up did not build.
+    """Say in one clear line whether the compiled hot path is in use.
 
     setup.py turns a failed compile into a warning, and pip shows a build's
-    output only with ``-v``: without this check the fallback to pure-Python
-    masking would go unnoticed (the tests fail on it only under ``CI=true``).
+    output only with ``-v``: without this line the fallback to pure Python
+    would go unnoticed (the tests fail on it only under ``CI=true``).
     """
     if os.environ.get("WSSERVER_NO_SPEEDUPS", "") not in ("", "0"):
+        print("wsserver: WSSERVER_NO_SPEEDUPS is set: the pure-Python build runs", flush=True)
         return
-    # Exit status 3 means the extension alone is missing; any other failure
-    # to import wsserver is for the tests to report.
+    # Exit status 3 means the compiled modules are missing or stale; any other
+    # failure to import wsserver is for the tests to report.
     probe = subprocess.run([str(py), "-c", SPEEDUPS_PROBE], capture_output=True, cwd=ROOT)
-    if probe.returncode == 3:
-        print("!!! the C speed-up wsserver.sansio._speedups is missing: wsserver falls back")
-        print("!!! to pure-Python masking; to see why the build failed, run")
+    if probe.returncode == 0:
+        print("wsserver: compiled hot path in use (mypyc core, C unmasking)", flush=True)
+    elif probe.returncode == 3:
+        print("!!! wsserver: the compiled hot path is NOT in use: wsserver runs as pure Python")
+        print("!!! (correct, but slower); to see why the build failed, run")
         print(f"!!!     {py} -m pip install -v -e {ROOT}", flush=True)
         print("!!! (it needs a C compiler and the Python headers, e.g. gcc and python3-dev)")
+        print(probe.stderr.decode(errors="replace").strip(), flush=True)
 
 
 def ensure_node_packages() -> None:
@@ -180,7 +192,17 @@ def main(argv: list[str]) -> int:
     ensure_node_packages()
     ensure_chromium()
     ensure_redis_server()
-    return subprocess.call([str(py), "-m", "pytest", *rest])
+    status = subprocess.call([str(py), "-m", "pytest", *rest])
+    if rest:
+        return status
+    # The whole suite ran on the compiled build; the core's own tests run
+    # again on the pure-Python one, which installs without a compiler.
+    print(f"+ WSSERVER_NO_SPEEDUPS=1 pytest {' '.join(PURE_PYTHON_TESTS)}", flush=True)
+    pure_status = subprocess.call(
+        [str(py), "-m", "pytest", "-q", *PURE_PYTHON_TESTS],
+        env={**os.environ, "WSSERVER_NO_SPEEDUPS": "1"},
+    )
+    return status or pure_status
 
 
 if __name__ == "__main__":

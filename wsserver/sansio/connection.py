@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Callable, Generator, Sequence
 from http import HTTPStatus
-from typing import TypeAlias, TypeVar
+from typing import TypeAlias
 
 from .exceptions import (
     ConnectionClosed,
@@ -83,16 +83,25 @@ _utf8_decode = codecs.utf_8_decode
 _PIECE_LENGTH = 4096
 """The pieces of a frame arriving in parts are gathered up to this length."""
 
-_Piece = TypeVar("_Piece", bytes, str)
-
-
-def _gather(pieces: list[_Piece], piece: _Piece) -> None:
+def _gather(pieces: list[bytes], piece: bytes) -> None:
     """Append ``piece`` to ``pieces``, joined to the last one while that one is short.
 
-    Every piece but the last holds at least :data:`_PIECE_LENGTH` items: a peer
+    Every piece but the last holds at least :data:`_PIECE_LENGTH` bytes: a peer
     trickling bytes one by one costs no object per byte, each call copies at
-    most that many items more than it brings, and a long piece is not copied
+    most that many bytes more than it brings, and a long piece is not copied
     until the final join.
+    """
+    if pieces and len(pieces[-1]) < _PIECE_LENGTH:
+        pieces[-1] += piece
+    elif piece:
+        pieces.append(piece)
+
+
+def _gather_text(pieces: list[str], piece: str) -> None:
+    """Do what :func:`_gather` does, for decoded text.
+
+    A twin rather than one function over a type variable: mypyc, which
+    compiles this module, does not type-check a constrained type variable.
     """
     if pieces and len(pieces[-1]) < _PIECE_LENGTH:
         pieces[-1] += piece
@@ -728,7 +737,7 @@ class ServerConnection:
         if opcode is Opcode.TEXT:
             self._utf8 = b""
         final = bool(first & 0x80)
-        # Payload and text gather in pieces; see _gather().
+        # Payload and text gather in pieces; see _gather() and _gather_text().
         payload: list[bytes] = []
         texts: list[str] = []
         # While every piece is ASCII (valid UTF-8 as it stands), and no
@@ -750,7 +759,7 @@ class ServerConnection:
                         only_ascii = False
                         texts.append(b"".join(payload)[:received].decode("ascii"))
                     last = final and received + size == length
-                    _gather(texts, self._decode_utf8(piece, final=last))
+                    _gather_text(texts, self._decode_utf8(piece, final=last))
                 received += size
                 if received == length:
                     break

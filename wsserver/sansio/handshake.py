@@ -216,6 +216,7 @@ def check_origin(headers: Headers, origins: Sequence[Origin] | None) -> str | No
 
     :raises InvalidOrigin: if the origin is not allowed (answered with 403).
     """
+    origin: str | None
     try:
         origin = headers["Origin"]
     except KeyError:
