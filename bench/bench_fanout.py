@@ -20,10 +20,10 @@ arrived. Three servers:
 - ``redis-2w``: two worker processes (``serve_workers``) on one shared socket,
   linked by Redis channels (a redis-server of the benchmark's own).
 
-The subscribers are a lean asyncio client in this process (a ``Protocol``
-per connection, frames parsed by hand), so the client shares the machine's
-two cores with the server: on this 2-core machine two workers and the
-client compete, and the figure says what a client-loaded box delivers, not
+The subscribers are Node's ``ws`` (from ``bench/client/``) in one process,
+the publisher a raw socket in this one. The client shares the machine's two
+cores with the server: on this 2-core machine two workers, Redis and the
+client compete, so the figure says what a client-loaded box delivers, not
 what two idle cores could.
 
 **Echo.** Node's ``ws`` client (``bench/client/``, as in ``bench_echo.py``):
@@ -36,22 +36,18 @@ servers share both cores.
 from __future__ import annotations
 
 import argparse
-import array
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -209,67 +205,6 @@ def client_text_frame(text: str) -> bytes:
     return bytes([0x81, 0x80 | len(payload)]) + b"\x00\x00\x00\x00" + payload
 
 
-class Subscriber(asyncio.Protocol):
-    """Parses the server's small unmasked text frames; notes each message's latency."""
-
-    def __init__(self, run: FanoutRun) -> None:
-        self.run = run
-        self.buffer = b""
-        self.opened = False
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(handshake("/sub"))
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer + data
-        if not self.opened:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                self.buffer = buffer
-                return
-            self.opened = True
-            buffer = buffer[end + 4:]
-        now = time.monotonic()
-        offset = 0
-        run = self.run
-        while len(buffer) - offset >= 2:
-            length = buffer[offset + 1] & 0x7F
-            if length >= 126:
-                raise RuntimeError("the benchmark's messages are small")
-            if len(buffer) - offset < 2 + length:
-                break
-            payload = buffer[offset + 2:offset + 2 + length]
-            offset += 2 + length
-            if payload.startswith(b"pid "):
-                run.pids[int(payload[4:])] += 1
-                run.subscribed += 1
-                if run.subscribed == run.expected_subscribers:
-                    run.all_subscribed.set()
-            else:
-                run.latencies.append(now - float(payload))
-                run.last_arrival = now
-                if len(run.latencies) >= run.expected_deliveries:
-                    run.all_delivered.set()
-        self.buffer = buffer[offset:]
-
-
-class FanoutRun:
-    """What the subscribers of one measurement saw."""
-
-    def __init__(self, subscribers: int) -> None:
-        self.expected_subscribers = subscribers
-        self.expected_deliveries = 0
-        self.subscribed = 0
-        self.pids: Counter[int] = Counter()
-        self.latencies: array.array[float] = array.array("d")
-        self.last_arrival = 0.0
-        self.all_subscribed = asyncio.Event()
-        self.all_delivered = asyncio.Event()
-
-
 async def publisher(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(handshake("/pub"))
@@ -278,48 +213,94 @@ async def publisher(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWrit
 
 
 async def publish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Publish the time now, and wait until the server says it is queued."""
     writer.write(client_text_frame(f"{time.monotonic():.6f}"))
     header = await reader.readexactly(2)
     await reader.readexactly(header[1] & 0x7F)  # "ok"
 
 
+# The subscribers: Node's ws, which reads a small message in a few microseconds where a
+# Python client would spend tens (the client shares the server's two cores). Node's
+# process.hrtime() and Python's time.monotonic() read the same clock (CLOCK_MONOTONIC).
+SUBSCRIBERS_JS = r"""
+const WebSocket = require('ws');
+const [port, count, warmup, expected] = process.argv.slice(1).map(Number);
+const latencies = new Float64Array(expected);
+const pids = {};
+let subscribed = 0, seen = 0, measured = 0, last = 0, opening = 0, started = 0;
+const sockets = [];
+function report() {
+  const sorted = latencies.slice(0, measured).sort();
+  const at = (q) => measured ? sorted[Math.min(measured - 1, Math.floor(measured * q))] : NaN;
+  process.stdout.write(JSON.stringify({delivered: measured, last, p50: at(0.5), p99: at(0.99)}) + '\n');
+  process.exit(0);
+}
+process.on('SIGTERM', report);
+function open() {
+  while (opening < 500 && started < count) {
+    opening++; started++;
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/sub`, {perMessageDeflate: false});
+    sockets.push(ws);
+    ws.on('error', (error) => { console.error(String(error)); process.exit(1); });
+    ws.on('message', (data) => {
+      const text = data.toString();
+      if (text.startsWith('pid ')) {
+        opening--; open();
+        pids[text.slice(4)] = (pids[text.slice(4)] || 0) + 1;
+        if (++subscribed === count) process.stdout.write(JSON.stringify({pids}) + '\n');
+        return;
+      }
+      const now = Number(process.hrtime.bigint()) / 1e9;
+      if (++seen <= warmup) {
+        if (seen === warmup) process.stdout.write('{"warm": true}\n');
+        return;
+      }
+      latencies[measured++] = now - parseFloat(text);
+      last = now;
+      if (measured === expected) report();
+    });
+  }
+}
+open();
+"""
+
+
 async def fanout(port: int, subscribers: int, messages: int) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    run = FanoutRun(subscribers)
-    transports = []
-    for start in range(0, subscribers, 250):
-        batch = [loop.create_connection(lambda: Subscriber(run), "127.0.0.1", port)
-                 for _ in range(min(250, subscribers - start))]  # fmt: skip
-        transports += [transport for transport, _ in await asyncio.gather(*batch)]
-    await asyncio.wait_for(run.all_subscribed.wait(), 120)
-    reader, writer = await publisher(port)
-    # Warm-up, not counted: every subscriber gets a few messages first.
-    run.expected_deliveries = 3 * subscribers
-    for _ in range(3):
-        await publish(reader, writer)
-    await asyncio.wait_for(run.all_delivered.wait(), 60)
-    run.latencies = array.array("d")
-    run.all_delivered = asyncio.Event()
-    run.expected_deliveries = messages * subscribers
-    started = time.monotonic()
-    for _ in range(messages):
-        await publish(reader, writer)
-    with contextlib.suppress(asyncio.TimeoutError):  # reported as a shortfall
-        await asyncio.wait_for(run.all_delivered.wait(), 60)
-    latencies = sorted(run.latencies)
-    writer.close()
-    for transport in transports:
-        transport.close()
-    delivered = len(latencies)
+    warmup = 3
+    client = await asyncio.create_subprocess_exec(
+        "node", "-e", SUBSCRIBERS_JS, str(port), str(subscribers), str(warmup * subscribers),
+        str(messages * subscribers), stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "NODE_PATH": str(CLIENT / "node_modules")},
+    )  # fmt: skip
+    assert client.stdout is not None
+    try:
+        pids = json.loads(await asyncio.wait_for(client.stdout.readline(), 120))["pids"]
+        reader, writer = await publisher(port)
+        for _ in range(warmup):  # not counted: every subscriber gets these first
+            await publish(reader, writer)
+        await asyncio.wait_for(client.stdout.readline(), 60)
+        started = time.monotonic()
+        for _ in range(messages):
+            await publish(reader, writer)
+        try:
+            line = await asyncio.wait_for(client.stdout.readline(), 60)
+        except asyncio.TimeoutError:  # report the shortfall
+            client.send_signal(signal.SIGTERM)
+            line = await client.stdout.readline()
+        writer.close()
+        result = json.loads(line)
+    finally:
+        if client.returncode is None:
+            client.kill()
+        await client.wait()
+    delivered = result["delivered"]
     return {
         "delivered": delivered,
-        "expected": run.expected_deliveries,
-        "per_second": delivered / max(run.last_arrival - started, 1e-9),
-        "p50_ms": 1000 * latencies[delivered // 2] if delivered else float("nan"),
-        "p99_ms": 1000 * latencies[min(delivered - 1, delivered * 99 // 100)] if delivered
-        else float("nan"),
-        "mean_ms": 1000 * statistics.fmean(latencies) if delivered else float("nan"),
-        "per_worker": sorted(run.pids.values()),
+        "expected": messages * subscribers,
+        "per_second": delivered / max(result["last"] - started, 1e-9),
+        "p50_ms": 1000 * (result["p50"] or float("nan")),
+        "p99_ms": 1000 * (result["p99"] or float("nan")),
+        "per_worker": sorted(pids.values()),
     }
 
 
