@@ -18,7 +18,7 @@ ends once the buffer is empty, so an idle connection keeps no task here.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -63,8 +63,19 @@ class Outbox:
     """
 
     __slots__ = (
-        "_broken", "_buffered", "_calls_without_yield", "_chunks", "_core", "_drained",
-        "_on_broken", "_room", "_stream", "_task_group", "_write_limit", "_write_now",
+        "_broken",
+        "_buffered",
+        "_calls_without_yield",
+        "_chunks",
+        "_core",
+        "_drained",
+        "_on_broken",
+        "_room",
+        "_stream",
+        "_task_group",
+        "_unstarted_writer",
+        "_write_limit",
+        "_write_now",
         "_writer_running",
     )
 
@@ -89,6 +100,7 @@ class Outbox:
         self._room: anyio.Event | None = None
         self._drained: anyio.Event | None = None
         self._calls_without_yield = 0
+        self._unstarted_writer: Coroutine[Any, Any, None] | None = None
 
     def buffered(self) -> int:
         """Count the bytes queued but not yet handed to the transport."""
@@ -117,7 +129,7 @@ class Outbox:
             self._write_what_fits()
             if chunks:
                 self._writer_running = True
-                self._task_group.start_soon(self._write_rest)
+                self._task_group.start_soon(self._new_writer)
 
     async def wait_after_push(self) -> None:
         """Await after :meth:`push`: room below ``write_limit``, or a cheap checkpoint.
@@ -178,8 +190,16 @@ class Outbox:
         except _WRITE_ERRORS:
             self._fail()
 
+    def _new_writer(self) -> Coroutine[Any, Any, None]:
+        # Kept until it starts: a writer whose task is cancelled before its first
+        # step (the connection is being torn down) is closed by close(), rather
+        # than left for Python to report as never awaited.
+        self._unstarted_writer = writer = self._write_rest()
+        return writer
+
     async def _write_rest(self) -> None:
         """Write the buffer's head until the buffer is empty; the only task that awaits writes."""
+        self._unstarted_writer = None
         chunks = self._chunks
         stream = self._stream
         try:
@@ -211,6 +231,9 @@ class Outbox:
 
     def close(self) -> None:
         """Write nothing more: the connection is being torn down (its task group ended)."""
+        writer, self._unstarted_writer = self._unstarted_writer, None
+        if writer is not None:
+            writer.close()
         self._broken = True
         self._chunks.clear()
         self._buffered = 0
