@@ -35,6 +35,9 @@ COMPILED_MODULES = ("streams", "frames", "http11", "handshake", "connection")
 # at the top level of site-packages, where mypyc would put it by default.
 MYPYC_GROUP = "wsserver.sansio._hotpath"
 
+# Commands that read the extensions' declarations without building them.
+METADATA_COMMANDS = {"sdist", "egg_info", "dist_info"}
+
 # Everything a missing or broken compiler raises: no compiler configured
 # (PlatformError), compiler not found or it exited non-zero (ExecError, OSError),
 # compile or link errors (CCompilerError).
@@ -92,7 +95,10 @@ class OptionalBuildExt(build_ext):
         # Only a build finalizes build_ext, so mypyc runs for builds alone;
         # the extensions must be declared before setuptools finalizes them.
         declared = self.distribution.ext_modules
-        if declared and not any(ext.name != SPEEDUPS_MODULE for ext in declared):
+        # sdist finalizes build_ext too, to list the extensions' sources: the
+        # C that mypyc writes is built output, never part of the sdist.
+        building = not set(self.distribution.commands) <= METADATA_COMMANDS
+        if building and declared and all(ext.name == SPEEDUPS_MODULE for ext in declared):
             self.distribution.ext_modules = [*declared, *mypyc_extensions()]
         super().finalize_options()
 

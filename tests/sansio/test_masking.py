@@ -1,17 +1,24 @@
-"""Unmasking (RFC 6455, section 5.3): the C speed-up and the pure-Python path."""
+"""Unmasking (RFC 6455, section 5.3): the C speed-up and the pure-Python path.
+
+Also the check that the compiled hot path was built (C unmasking, mypyc core).
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
 import random
+import sys
 from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import wsserver
+import wsserver.sansio
 from wsserver.sansio import masking
+from wsserver.sansio._compiled import COMPILED_MODULES, is_compiled
 
 MaskFunction = Callable[[bytes | bytearray | memoryview, bytes], bytes]
 
@@ -38,23 +45,29 @@ def random_bytes(length: int) -> bytes:
     return random.Random(length).randbytes(length)
 
 
-def test_c_speedup_is_built_unless_opted_out() -> None:
-    """The C speed-up imports after every install of ours.
+def test_compiled_hot_path_is_built_unless_opted_out() -> None:
+    """The C speed-up and the mypyc-compiled core import after every install of ours.
 
-    setup.py falls back to pure Python when the compile fails, and pip hides
+    setup.py falls back to pure Python when a compile fails, and pip hides
     the build's output, so a missing extension is otherwise silent: every C
-    test below skips. Under CI (``CI=true``), whose machine always has a
-    compiler, that fails; elsewhere this test skips with the same message.
-    ``WSSERVER_NO_SPEEDUPS``, the switch setup.py honours to install without
-    the extension and exercise the fallback, skips it everywhere.
+    test below skips and the core runs its sources. Under CI (``CI=true``),
+    whose machine always has a compiler, that fails; elsewhere this test
+    skips with the same message. ``WSSERVER_NO_SPEEDUPS``, the switch
+    setup.py honours to install without the extensions and the package
+    honours at import to run the sources, skips it everywhere.
     """
     if os.environ.get("WSSERVER_NO_SPEEDUPS", "") not in ("", "0"):
         pytest.skip("WSSERVER_NO_SPEEDUPS is set")
+    compiled = [
+        name for name in COMPILED_MODULES if is_compiled(sys.modules[f"wsserver.sansio.{name}"])
+    ]
     try:
         speedups = importlib.import_module("wsserver.sansio._speedups")
+        if len(compiled) < len(COMPILED_MODULES):
+            raise ImportError(f"only {compiled or 'none'} of {list(COMPILED_MODULES)} compiled")
     except ImportError as exc:
         message = (
-            f"the C speed-up wsserver.sansio._speedups did not build ({exc}); "
+            f"the compiled hot path of wsserver.sansio is not in use ({exc}); "
             "`pip install -v -e .` builds it and says why it fails "
             "(it needs a C compiler and the Python headers, e.g. gcc and python3-dev)"
         )
@@ -64,6 +77,7 @@ def test_c_speedup_is_built_unless_opted_out() -> None:
         pytest.skip(message)
     assert masking.HAS_SPEEDUPS
     assert masking.apply_mask is speedups.apply_mask
+    assert wsserver.HAS_SPEEDUPS is wsserver.sansio.HAS_SPEEDUPS is True
 
 
 @pytest.mark.parametrize("apply_mask", IMPLEMENTATIONS)
