@@ -202,6 +202,7 @@ def reference_blocks() -> list[Any]:
 
 
 def _namespace(obj: Any, fallback: ModuleType) -> dict[str, Any]:
+    obj = getattr(obj, "__objclass__", obj)  # a compiled slot: its class's module
     module = sys.modules.get(getattr(obj, "__module__", "") or "", fallback)
     return vars(module)
 
@@ -233,6 +234,48 @@ def _documented_parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list
     return params
 
 
+_OPAQUE = ["self", "args", "kwargs"]  # the signature mypyc gives a compiled __init__
+
+
+def _real_parameters(real: Any, module: ModuleType) -> list[inspect.Parameter]:
+    """The parameters of ``real``, read from its source when it is compiled.
+
+    A method of a class compiled by mypyc (the optional speed-up) shows
+    ``(self, /, *args, **kwargs)`` or a positional-only ``self``; the
+    checkout's ``.py`` file still holds the definition, which is what gets
+    checked then.
+    """
+    parameters = list(inspect.signature(real).parameters.values())
+    if inspect.isfunction(real) or isinstance(real, (classmethod, staticmethod)):
+        return parameters
+    holder = getattr(real, "__objclass__", real)
+    compiled = not str(getattr(sys.modules.get(holder.__module__), "__file__", "")).endswith(".py")
+    if not compiled and [p.name for p in parameters] != _OPAQUE:
+        return parameters
+    # A slot such as __init__ is a wrapper descriptor, named by its class.
+    cls = getattr(real, "__objclass__", None)
+    qualname = f"{cls.__qualname__}.{real.__name__}" if cls else real.__qualname__
+    owner = sys.modules[(cls or real).__module__]
+    source = ROOT.joinpath(*owner.__name__.split(".")).with_suffix(".py")
+    scope: list[ast.stmt] = ast.parse(source.read_text(encoding="utf-8")).body
+    node: ast.AST | None = None
+    for part in qualname.split("."):
+        node = next(n for n in scope if getattr(n, "name", None) == part)
+        scope = getattr(node, "body", [])
+    assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)), real.__qualname__
+    # mypyc keeps Final constants out of the compiled module's namespace;
+    # the documented module re-exports them.
+    namespace = {**vars(module), **vars(owner)}
+    return [
+        inspect.Parameter(
+            name,
+            kind,
+            default=inspect.Parameter.empty if default is None else _evaluate(default, namespace),
+        )
+        for name, kind, default in _documented_parameters(node)
+    ]
+
+
 def check_function(
     where: str, real: Any, node: ast.FunctionDef | ast.AsyncFunctionDef, module: ModuleType
 ) -> None:
@@ -241,7 +284,7 @@ def check_function(
     assert inspect.iscoroutinefunction(real) == is_async, (
         f"{where}: documented as {'async ' if is_async else ''}def"
     )
-    actual = list(inspect.signature(real).parameters.values())
+    actual = _real_parameters(real, module)
     documented = _documented_parameters(node)
     assert [(p.name, p.kind) for p in actual] == [(n, k) for n, k, _ in documented], where
     namespace = _namespace(real, module)
@@ -271,7 +314,9 @@ def check_class(where: str, cls: Any, node: ast.ClassDef, module: ModuleType) ->
             assert hasattr(cls, item.name), f"{where} has no {item.name}"
             static = inspect.getattr_static(cls, item.name)
             if any(ast.unparse(d) == "property" for d in item.decorator_list):
-                assert isinstance(static, property), f"{member} is not a property"
+                # mypyc compiles a property into a getset descriptor.
+                is_property = isinstance(static, property) or inspect.isgetsetdescriptor(static)
+                assert is_property, f"{member} is not a property"
             else:
                 check_function(member, getattr(cls, item.name), item, module)
         elif isinstance(item, ast.AnnAssign):
