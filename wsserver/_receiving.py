@@ -293,11 +293,18 @@ class Inbox:
         transport instead of a read: each chunk is fed to the core where it
         arrives, so a message reaches a waiting ``recv()`` in one turn of the
         loop. Back-pressure pauses the transport's reading.
+
+        The core's answers (pongs, the close echo) are written from this task,
+        which the callback wakes: asyncio's callbacks run outside any task,
+        where the outbox could not start its writer task, nor a cancel scope's
+        deadline be read from the clock.
         """
         self._pusher = pusher
         pusher.push_to(self._on_pushed_data, self._on_pushed_end)
         while self._pusher is not None and self._core.state is not State.CLOSED:
             await self._pump_parker.park()
+            self._answer()
+        self._answer()
 
     def _on_pushed_data(self, data: bytes) -> None:
         if self._stopped:
@@ -349,8 +356,14 @@ class Inbox:
         core = self._core
         for frame in core.events_received():
             self._take_frame(frame)  # type: ignore[arg-type]  # after the handshake: frames only
+        if self._pusher is None:
+            self._answer()
+        elif core.has_data_to_send() or core.close_expected():
+            self._pump_parker.unpark()  # the receiving task answers: see _receive_pushed
+
+    def _answer(self) -> None:
         self._outbox.push()  # pongs and the close echo leave first
-        if core.close_expected():
+        if self._core.close_expected():
             self.start_closing()
 
     def _take_frame(self, frame: Frame) -> None:
