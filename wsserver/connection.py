@@ -132,6 +132,7 @@ class WebSocketServerProtocol:
         """Round-trip time of the latest keepalive ping, in seconds."""
 
         self._stream: anyio.abc.ByteStream | None = None
+        self._aborted = False
         # Set by the opening handshake, before anything can send.
         self._outbox: Outbox = None  # type: ignore[assignment]
         self._inbox: Inbox | None = None
@@ -549,11 +550,17 @@ class WebSocketServerProtocol:
                 self._outbox.push()
 
     async def _abort(self) -> None:
-        """Close the stream now; bounded, since closing may wait for a buffer to drain."""
+        """Close the stream now; bounded, since closing may wait for a buffer to drain.
+
+        Once: the reader and the connection task both call it on their way out.
+        """
         stream = self._stream
-        if stream is not None:
+        if stream is not None and not self._aborted:
+            self._aborted = True
             with anyio.CancelScope(shield=True) as scope:
-                scope.deadline = anyio.current_time()
+                # Cancelled from the start (cheaper than a deadline of now): a
+                # close that would wait for the peer is cut short at once.
+                scope.cancel()
                 await stream.aclose()
 
     def _connection_closed(self) -> None:
@@ -570,7 +577,8 @@ class WebSocketServerProtocol:
         self._pings.clear()
         if self._inbox is not None:
             self._inbox.stop()
-        if core.handshake_exc is None:
+        # Checked first: the arguments cost more than the call when INFO is off.
+        if core.handshake_exc is None and self.logger.isEnabledFor(logging.INFO):
             self.logger.info("connection closed: %s", _who_closed(core))
 
 
