@@ -15,7 +15,11 @@ Every contender does the same work an I/O layer would ask of it:
   each chunk), and collect one event per frame;
 - **1 MiB unmasking**: feed one masked binary frame of 1 MiB and collect it.
 
-``wsserver`` is :class:`wsserver.sansio.ServerConnection`; ``websockets`` is
+``wsserver`` is :class:`wsserver.sansio.ServerConnection` as installed (the
+mypyc-compiled core and C unmasking when ``wsserver.HAS_SPEEDUPS``);
+``wsserver-py`` is the same package's sources run as pure Python, loaded a
+second time under another name in the same process (what an install without
+a compiler runs), so that the two builds are timed interleaved; ``websockets`` is
 ``websockets.server.ServerProtocol`` (``events_received()`` and
 ``data_to_send()`` called like ours); ``wsproto`` is
 ``wsproto.WSConnection(ConnectionType.SERVER)`` (``events()`` drained into a
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
+import importlib.util
 import os
 import pstats
 import struct
@@ -42,6 +47,7 @@ import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 SMALL_PAYLOAD_BYTES = 32
 SMALL_FRAME_COUNT = 10_000
@@ -111,14 +117,50 @@ class Contender:
     open_connection: Callable[[], Callable[[list[bytes]], int]]
 
 
-def wsserver_contender() -> Contender:
-    from wsserver.sansio import Frame, ServerConnection, State
+def load_pure_sansio() -> ModuleType:
+    """Import ``wsserver/sansio`` a second time, as ``_wsserver_sansio_py``, from its sources.
+
+    The package's own switch (``WSSERVER_NO_SPEEDUPS``) acts on the whole
+    process; here the compiled package stays loaded as ``wsserver.sansio``
+    while a finder that knows only source loaders serves its directory for
+    the copy, and the usual finder is put back afterwards.
+    """
+    import wsserver.sansio
+    from wsserver.sansio import _compiled
+
+    directory = Path(wsserver.sansio.__file__).parent
+    saved = sys.path_importer_cache.get(str(directory))
+    _compiled.use_sources(directory)
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "_wsserver_sansio_py",
+            directory / "__init__.py",
+            submodule_search_locations=[str(directory)],
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    finally:
+        if saved is None:
+            sys.path_importer_cache.pop(str(directory), None)
+        else:
+            sys.path_importer_cache[str(directory)] = saved
+    assert not module.HAS_SPEEDUPS
+    return module
+
+
+def wsserver_contender(sansio: ModuleType | None = None, name: str = "wsserver") -> Contender:
+    import wsserver.sansio
+
+    module = wsserver.sansio if sansio is None else sansio
+    Frame, ServerConnection, State = module.Frame, module.ServerConnection, module.State
 
     def handshake(request: bytes) -> bytes:
         connection = ServerConnection()
         connection.receive_data(request)
         (event,) = connection.events_received()
-        connection.send_response(connection.accept(event))  # type: ignore[arg-type]
+        connection.send_response(connection.accept(event))
         return b"".join(connection.data_to_send())
 
     def open_connection() -> Callable[[list[bytes]], int]:
@@ -136,7 +178,7 @@ def wsserver_contender() -> Contender:
 
         return feed
 
-    return Contender("wsserver", handshake, open_connection)
+    return Contender(name, handshake, open_connection)
 
 
 def websockets_contender() -> Contender:
@@ -341,13 +383,18 @@ def main() -> None:
         "(py-spy record -- python bench/bench_sansio.py --spin small-buffer)",
     )
     parser.add_argument(
-        "--contender", choices=["wsserver", "websockets", "wsproto"], default="wsserver"
+        "--contender", choices=["wsserver", "wsserver-py", "websockets", "wsproto"],
+        default="wsserver",
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="how long --spin runs")
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
 
+    import wsserver.sansio
+
     contenders = [wsserver_contender(), websockets_contender(), wsproto_contender()]
+    if wsserver.sansio.HAS_SPEEDUPS:
+        contenders.insert(1, wsserver_contender(load_pure_sansio(), "wsserver-py"))
     if args.spin:
         (contender,) = [c for c in contenders if c.name == args.contender]
         (scenario,) = [s for s in SCENARIOS if s.key == args.spin]
@@ -359,29 +406,32 @@ def main() -> None:
     import wsproto
 
     import wsserver
-    from wsserver.sansio.masking import HAS_SPEEDUPS
 
     print(f"wsserver {wsserver.__version__} from {Path(wsserver.__file__).parent.parent}")
     print(
         f"Python {sys.version.split()[0]}, websockets {websockets.__version__}, "
-        f"wsproto {wsproto.__version__}, wsserver C masking "
-        f"{'built' if HAS_SPEEDUPS else 'NOT built'}; best of {rounds} rounds\n"
+        f"wsproto {wsproto.__version__}, wsserver compiled hot path "
+        f"{'in use' if wsserver.HAS_SPEEDUPS else 'NOT in use'}; best of {rounds} rounds\n"
     )
+    # With the compiled build, the pure-Python one (wsserver-py) gets its columns too.
+    ours = [c.name for c in contenders if c.name.startswith("wsserver")]
     print(
-        "| scenario | unit | wsserver | websockets | wsproto "
-        "| wsserver/websockets | wsserver/wsproto | target |"
+        "| scenario | unit | "
+        + " | ".join(c.name for c in contenders)
+        + " | "
+        + " | ".join(f"{name}/websockets | {name}/wsproto" for name in ours)
+        + " | target |"
     )
-    print("|---|---|--:|--:|--:|--:|--:|---|")
+    print("|---|---|" + "--:|" * (len(contenders) + 2 * len(ours)) + "---|")
     for scenario in SCENARIOS:
         works = {contender.name: scenario.prepare(contender) for contender in contenders}
         rates = {name: rate / scenario.scale for name, rate in best_rates(works, rounds).items()}
-        ours = rates["wsserver"]
+        figures = [format_rate(rates[c.name]) for c in contenders]
+        for name in ours:
+            figures.append(f"{rates[name] / rates['websockets']:.2f}x")
+            figures.append(f"{rates[name] / rates['wsproto']:.2f}x")
         print(
-            f"| {scenario.label} | {scenario.unit} "
-            f"| {format_rate(ours)} | {format_rate(rates['websockets'])} "
-            f"| {format_rate(rates['wsproto'])} "
-            f"| {ours / rates['websockets']:.2f}x | {ours / rates['wsproto']:.2f}x "
-            f"| {scenario.target} |",
+            f"| {scenario.label} | {scenario.unit} | {' | '.join(figures)} | {scenario.target} |",
             flush=True,
         )
 
