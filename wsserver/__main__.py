@@ -35,10 +35,9 @@ import anyio
 import attrs
 import trio
 
-from . import __version__
+from . import HAS_SPEEDUPS, __version__
 from .demo import demo_handler, demo_process_request
 from .options import Handler, ServeOptions, TCPServeOptions, UnixServeOptions
-from .sansio import masking
 from .server import WebSocketServer, serve, unix_serve
 
 __all__ = [
@@ -260,11 +259,12 @@ class _Parser(argparse.ArgumentParser):
 
 def version_text() -> str:
     """Return what ``--version`` prints: versions, backends, and the C speed-up's state."""
-    speedups = (
-        "in use"
-        if masking.HAS_SPEEDUPS
-        else "not in use (not built at install time; masking runs in Python)"
-    )
+    if HAS_SPEEDUPS:
+        speedups = "in use (the compiled core and C unmasking)"
+    elif os.environ.get("WSSERVER_NO_SPEEDUPS", "") not in ("", "0"):
+        speedups = "not in use: WSSERVER_NO_SPEEDUPS is set (pure Python)"
+    else:
+        speedups = "not in use: not built at install time, or stale (pure Python)"
     return (
         f"wsserver {__version__} with {platform.python_implementation()}"
         f" {platform.python_version()} on {platform.system()}\n"

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,19 +33,26 @@ PYTHON_M = (sys.executable, "-m", "wsserver")
 """``python -m wsserver`` with this interpreter."""
 
 
-def _environment() -> dict[str, str]:
+def _environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     # The application's modules must come from the working directory, as for
     # a user, not from a PYTHONPATH the test run happens to have.
-    return {**os.environ, "PYTHONPATH": ""}
+    return {**os.environ, "PYTHONPATH": "", **(extra or {})}
 
 
 def run_cli(
-    args: Sequence[str], cwd: Path, *, pass_fds: Sequence[int] = ()
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    pass_fds: Sequence[int] = (),
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m wsserver ARGS`` to its end; return its status and output."""
+    """Run ``python -m wsserver ARGS`` to its end; return its status and output.
+
+    ``env`` adds to (or overrides) this process's environment.
+    """
     return subprocess.run(
         [*PYTHON_M, *args], cwd=cwd, capture_output=True, text=True, timeout=GUARD_SECONDS,
-        env=_environment(), stdin=subprocess.DEVNULL, pass_fds=pass_fds,
+        env=_environment(env), stdin=subprocess.DEVNULL, pass_fds=pass_fds,
     )
 
 

@@ -17,8 +17,8 @@ import trustme
 from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import unix_connect
 
+import wsserver
 from wsserver import __version__
-from wsserver.sansio import masking
 
 from ..io.clients import CLIENT_TIMEOUT_SECONDS, connect, handshake_request
 from .runner import run_cli, running_cli
@@ -198,8 +198,14 @@ def test_version_shows_backends_and_the_c_speedup(tmp_path: Path) -> None:
     assert lines[0].startswith(f"wsserver {__version__} with ")
     assert lines[1].startswith("backends: trio ")
     assert "asyncio" in lines[1]
-    state = "in use" if masking.HAS_SPEEDUPS else "not in use"
+    state = "in use" if wsserver.HAS_SPEEDUPS else "not in use"
     assert lines[2].startswith(f"C speed-up: {state}")
+
+
+def test_version_says_when_the_speedup_is_switched_off(tmp_path: Path) -> None:
+    result = run_cli(["--version"], tmp_path, env={"WSSERVER_NO_SPEEDUPS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "C speed-up: not in use: WSSERVER_NO_SPEEDUPS is set" in result.stdout
 
 
 def test_the_installed_script_is_the_same_program(app: Path) -> None:
