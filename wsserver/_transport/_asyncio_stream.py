@@ -421,7 +421,9 @@ class AsyncioByteStream(ByteStream):
         """
         self._on_data = on_data
         self._on_end = on_end
-        chunks, self._chunks = self._chunks, deque()
+        # From now on nothing is buffered here: a deque that keeps nothing
+        # (shared, never holding a byte) instead of 624 bytes per connection.
+        chunks, self._chunks = self._chunks, _NO_CHUNKS
         self._buffered = 0
         for chunk in chunks:
             on_data(chunk)
@@ -487,6 +489,10 @@ class AsyncioByteStream(ByteStream):
     def _resume_writing(self) -> None:
         self._is_writing_paused = False
         _wake(self._drain_waiter)
+
+
+_NO_CHUNKS: deque[bytes] = deque(maxlen=0)
+"""The receive buffer of a stream in push mode: appending to it keeps nothing."""
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
