@@ -131,6 +131,18 @@ class OptionalBuildExt(build_ext):
         self.built = [ext.name for ext in self.extensions]
 
 
+    def copy_extensions_to_source(self) -> None:
+        super().copy_extensions_to_source()
+        # mypyc leaves a module in the source tree alone when the new build is
+        # byte for byte the same (its shims always are), so its time would be
+        # that of the first build: wsserver would then take it for older than
+        # an edited source and run pure Python. Its time says when it was built.
+        for ext in self.extensions:
+            path = Path(self.get_ext_filename(self.get_ext_fullname(ext.name)))
+            if path.exists():
+                os.utime(path)
+
+
 class WheelTaggedByBuild(bdist_wheel):
     """``bdist_wheel`` that tags the wheel pure when no extension module built.
 
