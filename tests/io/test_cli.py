@@ -6,11 +6,15 @@ The start-up errors and the places it listens on are in tests/cli/.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shlex
+import socket
 from pathlib import Path
 
 import attrs
 import pytest
+import trustme
 from websockets.exceptions import ConnectionClosedError
 
 from wsserver.__main__ import build_options, build_parser, flag_fields, shown_default
@@ -275,3 +279,48 @@ def test_docs_show_each_generated_flags_default() -> None:
             assert documented[flag] == "`Python/3.x.y wsserver/0.1.0`"
         else:
             assert documented[flag] == f"`{shown_default(field)}`", flag
+
+
+def documented_errors(status: int) -> list[tuple[str, str]]:
+    """The ``$ wsserver ...`` commands of docs/cli.md under a status, and what each prints."""
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    block = text.split(f"**Status {status}", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    lines = block.splitlines()
+    return [
+        (command.removeprefix("$ wsserver "), printed)
+        for command, printed in zip(lines[::2], lines[1::2], strict=True)
+    ]
+
+
+@pytest.mark.parametrize(("command", "printed"), documented_errors(2))
+def test_docs_usage_errors_are_what_the_program_prints(
+    tmp_path: Path, command: str, printed: str
+) -> None:
+    result = run_cli(shlex.split(command), tmp_path)
+    assert (result.returncode, result.stderr) == (2, printed + "\n")
+
+
+@pytest.mark.parametrize(("command", "printed"), documented_errors(1))
+def test_docs_start_up_errors_are_what_the_program_prints(
+    tmp_path: Path, command: str, printed: str
+) -> None:
+    # What the examples assume: cert.pem with a key that is not other.pem,
+    # and port 8765 taken (by this test, unless something else has it).
+    authority = trustme.CA()
+    authority.issue_cert("127.0.0.1").cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+    authority.issue_cert("127.0.0.1").private_key_pem.write_to_path(tmp_path / "other.pem")
+    with contextlib.ExitStack() as stack:
+        if "--port 8765" in command:
+            sock = stack.enter_context(socket.socket())
+            with contextlib.suppress(OSError):  # already in use: all the better
+                sock.bind(("127.0.0.1", 8765))
+                sock.listen()
+        result = run_cli(shlex.split(command), tmp_path)
+    assert result.returncode == 1, result.stderr
+    if "nosuch.invalid" in command:
+        # The resolver's own words vary from one C library to another.
+        printed = printed.rsplit(": ", 1)[0] + ": "
+        assert result.stderr.startswith(printed)
+        assert result.stderr.count("\n") == 1
+    else:
+        assert result.stderr == printed + "\n"
