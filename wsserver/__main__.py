@@ -33,7 +33,6 @@ from typing import Any, NoReturn
 
 import anyio
 import attrs
-import trio
 
 from . import HAS_SPEEDUPS, __version__
 from .demo import demo_handler, demo_process_request
@@ -268,8 +267,9 @@ def version_text() -> str:
     return (
         f"wsserver {__version__} with {platform.python_implementation()}"
         f" {platform.python_version()} on {platform.system()}\n"
-        f"backends: trio {trio.__version__} (default), asyncio;"
-        # anyio has no __version__ attribute; its installed metadata has.
+        # From the installed metadata: anyio has no __version__, and trio
+        # need not be imported to be named.
+        f"backends: trio {importlib.metadata.version('trio')} (default), asyncio;"
         f" through anyio {importlib.metadata.version('anyio')}\n"
         f"C speed-up: {speedups}\n"
     )
