@@ -5,10 +5,12 @@ it, and --version. Each runs the server on both backends, with real clients.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import wsserver
 from wsserver import __version__
 
 from ..io.clients import CLIENT_TIMEOUT_SECONDS, connect, handshake_request
-from .runner import run_cli, running_cli
+from .runner import GUARD_SECONDS, PYTHON_M, run_cli, running_cli
 
 BACKENDS = ["trio", "asyncio"]
 
@@ -83,6 +85,31 @@ def test_a_second_signal_stops_at_once(app: Path, backend: str) -> None:
         status, output = cli.stop(signal.SIGTERM)
     assert status == 0, output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_before_listening_ends_with_130_and_no_traceback(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # A module that takes its time to import: the signal comes meanwhile.
+    (tmp_path / "slow.py").write_text(
+        "import sys, time\nprint('importing', file=sys.stderr, flush=True)\ntime.sleep(60)\n"
+    )
+    process = subprocess.Popen(
+        [*PYTHON_M, "slow:handler"], cwd=tmp_path, stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ""},
+    )
+    try:
+        assert process.stderr is not None
+        assert process.stderr.readline() == "importing\n"
+        process.send_signal(signum)
+        _, rest = process.communicate(timeout=GUARD_SECONDS)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130
+    assert rest == ""
 
 
 # Where it listens -------------------------------------------------------------------
