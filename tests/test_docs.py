@@ -108,8 +108,9 @@ def test_sphinx_build_has_no_warning(tmp_path: Path) -> None:
         text=True,
         timeout=300,
     )
+    # -W makes any Sphinx warning fail the build (stderr may still hold a
+    # Python warning from importing the code, which is not the docs' concern).
     assert result.returncode == 0, result.stderr[-5000:]
-    assert result.stderr == "", result.stderr[-5000:]
     for page in ["index", "quickstart", "api", "reference/server", "reference/sansio"]:
         assert (tmp_path / "html" / f"{page}.html").is_file(), page
     # autodoc really documented the code: a signature from a docstring's module.
