@@ -232,7 +232,8 @@ const sockets = [];
 function report() {
   const sorted = latencies.slice(0, measured).sort();
   const at = (q) => measured ? sorted[Math.min(measured - 1, Math.floor(measured * q))] : NaN;
-  process.stdout.write(JSON.stringify({delivered: measured, last, p50: at(0.5), p99: at(0.99)}) + '\n');
+  const result = {delivered: measured, last, p50: at(0.5), p99: at(0.99)};
+  process.stdout.write(JSON.stringify(result) + '\n');
   process.exit(0);
 }
 process.on('SIGTERM', report);

@@ -31,7 +31,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import anyio
 import attrs
@@ -61,7 +61,7 @@ STOP_GRACE: Final[float] = 5.0
 
 _SIGNALS: Final = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, READY_SIGNAL}
 
-ServeOptionsAny = TCPServeOptions | UnixServeOptions
+ServeOptionsAny: TypeAlias = TCPServeOptions | UnixServeOptions
 
 
 # The workers ----------------------------------------------------------------------------
