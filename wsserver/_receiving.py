@@ -22,7 +22,13 @@ import anyio.abc
 import anyio.lowlevel
 
 from ._sending import Outbox
-from ._transport import PushReceiver, direct_reader, new_parker, push_receiver
+from ._transport import (
+    PushReceiver,
+    checkpoint_if_cancelled,
+    direct_reader,
+    new_parker,
+    push_receiver,
+)
 from .options import LoggerLike
 from .sansio import ConnectionClosed, Frame, Opcode, ServerConnection, State
 
@@ -61,6 +67,7 @@ class Inbox:
 
     __slots__ = (
         "_calls_without_yield",
+        "_checkpoint_if_cancelled",
         "_close_timeout",
         "_closed_exception",
         "_core",
@@ -129,6 +136,7 @@ class Inbox:
         self._finished = False
         self._dropping = False
         self._calls_without_yield = 0
+        self._checkpoint_if_cancelled = checkpoint_if_cancelled()
         self._pusher: PushReceiver | None = None
         self._unfed = b""
         self._feeding = False
@@ -182,7 +190,7 @@ class Inbox:
         """
         self._calls_without_yield += 1
         if self._calls_without_yield < MAX_CALLS_WITHOUT_YIELD:
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            await self._checkpoint_if_cancelled()
         else:
             self._calls_without_yield = 0
             await anyio.lowlevel.checkpoint()

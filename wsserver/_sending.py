@@ -24,7 +24,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._transport import direct_writer
+from ._transport import checkpoint_if_cancelled, direct_writer
 from .sansio import ServerConnection, State
 from .sansio.frames import CloseCode
 
@@ -65,6 +65,7 @@ class Outbox:
         "_broken",
         "_buffered",
         "_calls_without_yield",
+        "_checkpoint_if_cancelled",
         "_chunks",
         "_core",
         "_drained",
@@ -102,6 +103,7 @@ class Outbox:
         self._room: anyio.Event | None = None
         self._drained: anyio.Event | None = None
         self._calls_without_yield = 0
+        self._checkpoint_if_cancelled = checkpoint_if_cancelled()
         self._unstarted_writer: Coroutine[Any, Any, None] | None = None
 
     def buffered(self) -> int:
@@ -146,7 +148,7 @@ class Outbox:
             return
         self._calls_without_yield += 1
         if self._calls_without_yield < MAX_CALLS_WITHOUT_YIELD:
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            await self._checkpoint_if_cancelled()
         else:
             self._calls_without_yield = 0
             await anyio.lowlevel.checkpoint()

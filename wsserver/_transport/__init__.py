@@ -26,6 +26,7 @@ import trio
 from anyio.abc import SocketAttribute
 
 from ._asyncio_stream import AsyncioByteStream, wrap_accepted_socket
+from ._asyncio_stream import checkpoint_if_cancelled as _asyncio_checkpoint_if_cancelled
 from ._listeners import SocketListener, StreamFactory, adopt_socket, bind_tcp, bind_unix
 from ._parking import Parker, new_parker
 
@@ -33,8 +34,8 @@ MAX_READS_WITHOUT_YIELD = 32
 """Reads that found bytes at once, in a row, before a direct reader yields to the loop."""
 
 __all__ = [
-    "Listener", "Parker", "PushReceiver", "direct_reader", "direct_writer", "new_parker",
-    "open_listeners", "push_receiver", "running_loop",
+    "Listener", "Parker", "PushReceiver", "checkpoint_if_cancelled", "direct_reader",
+    "direct_writer", "new_parker", "open_listeners", "push_receiver", "running_loop",
 ]
 
 Listener = anyio.abc.Listener[anyio.abc.ByteStream]
@@ -161,6 +162,26 @@ def direct_writer(stream: anyio.abc.ByteStream) -> Callable[[memoryview], int] |
         if isinstance(raw_socket, socket.socket):
             return _socket_writer(raw_socket)
     return None
+
+
+def checkpoint_if_cancelled() -> Callable[[], Awaitable[None]]:
+    """The running loop's own ``checkpoint_if_cancelled``, to call many times.
+
+    :func:`anyio.lowlevel.checkpoint_if_cancelled` looks the backend up on
+    every call (through sniffio), which cost more than the check itself in
+    profiles of small messages; the function returned here is the backend's,
+    found once, with the same meaning: raise the cancellation if the caller's
+    scope is cancelled, else return without yielding to the loop.
+
+    Returns:
+        An async function taking no arguments.
+
+    Raises:
+        RuntimeError: if no loop runs in this thread.
+    """
+    if running_loop() is None:
+        return trio.lowlevel.checkpoint_if_cancelled
+    return _asyncio_checkpoint_if_cancelled
 
 
 def direct_reader(stream: anyio.abc.ByteStream) -> Callable[[int], Awaitable[bytes]] | None:
