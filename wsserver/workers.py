@@ -15,8 +15,9 @@ restarts the workers one at a time: a new worker starts, and once it serves,
 the old one is stopped gracefully. A worker that exits on its own is started
 again after a delay that doubles with each quick failure (0.1 s up to 10 s).
 
-Workers are forked (Linux and other POSIX systems): they inherit the handler,
-the options (TLS context included) and the sockets as they are.
+Workers are forked, and the supervisor waits with ``sigtimedwait`` for
+real-time signals: several workers need Linux. They inherit the handler, the
+options (TLS context included) and the sockets as they are.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ __all__ = ["RunOptions", "run", "serve_workers"]
 
 logger: Final = logging.getLogger("wsserver.server")
 
-READY_SIGNAL: Final = signal.SIGRTMIN
+READY_SIGNAL: Final[int] = getattr(signal, "SIGRTMIN", 0)
 """What a worker sends the supervisor once it serves: a real-time signal, since
 those queue (two workers ready at once are two signals, where two SIGUSR1
-would merge into one)."""
+would merge into one). 0 where the system has none: no supervisor there."""
 
 FIRST_RESTART_DELAY: Final[float] = 0.1
 """Seconds before a dead worker is started again; doubles with each quick failure."""
@@ -59,7 +60,13 @@ STABLE_AFTER: Final[float] = 10.0
 STOP_GRACE: Final[float] = 5.0
 """Seconds allowed beyond ``close_timeout`` for a worker to stop, before SIGKILL."""
 
-_SIGNALS: Final = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, READY_SIGNAL}
+# Looked up by name: Windows has neither SIGHUP nor SIGCHLD, and importing
+# wsserver must work there all the same.
+_SIGNALS: Final = {
+    getattr(signal, name, 0) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGCHLD")
+} | {READY_SIGNAL}
+SUPERVISOR_AVAILABLE: Final = 0 not in _SIGNALS and hasattr(signal, "sigtimedwait")
+"""Whether this system can run several workers: Linux (real-time signals, sigtimedwait, fork)."""
 
 ServeOptionsAny: TypeAlias = TCPServeOptions | UnixServeOptions
 
@@ -402,7 +409,8 @@ def serve_workers(
 
     Raises:
         ValueError: if ``workers`` is not a positive integer, ``backend`` is
-            unknown, or ``reuse_port`` is set without a fixed port.
+            unknown, ``reuse_port`` is set without a fixed port, or several
+            workers are asked for on a system other than Linux.
 
     A missing ``redis`` extra (coredis) is logged and returns 1, as an
     address that cannot be bound does.
@@ -437,6 +445,8 @@ def _serve_workers(
     if redis_url is not None:
         # Fail here, once, rather than in every worker as it starts.
         _redis_channels(redis_url)
+    if workers > 1 and not SUPERVISOR_AVAILABLE:
+        raise ValueError(f"several workers need Linux; this is {sys.platform}")
     if workers == 1:
         # Ctrl-C before the signal receiver is installed: stopped before serving.
         with contextlib.suppress(KeyboardInterrupt):
