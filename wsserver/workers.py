@@ -404,16 +404,12 @@ def serve_workers(
         handler_spec: the handler as ``module:function``, for the logs.
 
     Returns:
-        0 after a graceful stop; 1 if the address could not be bound, or a
-        worker had to be killed or failed while stopping.
-
-    Raises:
-        ValueError: if ``workers`` is not a positive integer, ``backend`` is
-            unknown, ``reuse_port`` is set without a fixed port, or several
-            workers are asked for on a system other than Linux.
-
-    A missing ``redis`` extra (coredis) is logged and returns 1, as an
-    address that cannot be bound does.
+        0 after a graceful stop; 1 if the address could not be bound, the
+        ``redis`` extra (coredis) is missing, or a worker had to be killed or
+        failed while stopping; 2 for a bad argument (``workers`` not a
+        positive integer, an unknown ``backend``, a malformed Redis URL,
+        ``reuse_port`` without a fixed port, several workers off Linux).
+        Each failure is one line on the ``wsserver.server`` logger.
     """
     try:
         return _serve_workers(
@@ -423,6 +419,9 @@ def serve_workers(
     except (OSError, ImportError) as exc:
         logger.error("cannot serve: %s", exc)
         return 1
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
 
 
 def _serve_workers(
@@ -539,6 +538,8 @@ def run(ws_handler: Handler, options: RunOptions) -> None:
     Raises:
         OSError: if the address cannot be bound.
         ImportError: with ``redis``, if the ``redis`` extra (coredis) is not installed.
+        ValueError: if ``redis`` is not a Redis URL, or several workers are
+            asked for off Linux.
         RuntimeError: if a worker had to be killed, or failed, while stopping.
         ValueError: if an option's value is out of range.
         TypeError: if an option has the wrong type or name.

@@ -266,6 +266,7 @@ async def open_channels(redis_url: str | None = None) -> AsyncIterator[Channels]
 
     Raises:
         ImportError: with a URL, if the ``redis`` extra (coredis) is not installed.
+        ValueError: if ``redis_url`` is not a Redis URL.
     """
     global _current
     previous = _current

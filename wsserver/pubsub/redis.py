@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import urllib.parse
 from typing import Any, Final
 
 import anyio
@@ -64,10 +65,22 @@ class RedisChannels(Channels):
     Args:
         url: where Redis is: ``redis://host:port/db``, ``rediss://`` for
             TLS, ``unix:///path/to/redis.sock``.
+
+    Raises:
+        ValueError: if ``url`` is not a Redis URL.
     """
 
     def __init__(self, url: str) -> None:
         super().__init__()
+        # coredis accepts any string here and fails only when connecting: a
+        # typo would then look like Redis being down, forever.
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, not {url!r}")
+        try:
+            parts.port  # noqa: B018  # parsed on access
+        except ValueError:
+            raise ValueError(f"the port of a Redis URL is a number, not in {url!r}") from None
         self.url = url
         """The Redis URL."""
         self._origin = os.urandom(8)
