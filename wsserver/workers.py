@@ -406,10 +406,14 @@ def serve_workers(
     Returns:
         0 after a graceful stop; 1 if the address could not be bound, the
         ``redis`` extra (coredis) is missing, or a worker had to be killed or
-        failed while stopping; 2 for a bad argument (``workers`` not a
-        positive integer, an unknown ``backend``, a malformed Redis URL,
-        ``reuse_port`` without a fixed port, several workers off Linux).
-        Each failure is one line on the ``wsserver.server`` logger.
+        failed while stopping. Each of these is one line on the
+        ``wsserver.server`` logger.
+
+    Raises:
+        ValueError: before anything starts, for arguments that cannot work:
+            ``workers`` not a positive integer, an unknown ``backend``, a
+            malformed Redis URL, ``reuse_port`` without a fixed port, or
+            several workers off Linux.
     """
     try:
         return _serve_workers(
@@ -419,9 +423,6 @@ def serve_workers(
     except (OSError, ImportError) as exc:
         logger.error("cannot serve: %s", exc)
         return 1
-    except ValueError as exc:
-        logger.error("%s", exc)
-        return 2
 
 
 def _serve_workers(
