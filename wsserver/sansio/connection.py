@@ -11,6 +11,7 @@ from collections.abc import Callable, Generator, Sequence
 from http import HTTPStatus
 from typing import TypeAlias
 
+from ._compiled import mypyc_attr
 from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -146,6 +147,8 @@ _TRANSITIONS: dict[tuple[State, _Transition], State] = {
 }
 
 
+# Compiled, it stays open to subclasses written in Python, as in the pure build.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ServerConnection:
     """The server side of one WebSocket connection, as a state machine.
 

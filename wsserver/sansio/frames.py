@@ -5,10 +5,11 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Generator, Iterable
-from typing import NamedTuple, TypeAlias, TypeVar
+from typing import NamedTuple, TypeAlias
 
 import attrs
 
+from ._compiled import mypyc_attr
 from .exceptions import InvalidUTF8, PayloadTooBig, ProtocolError
 from .masking import apply_mask
 from .streams import StreamReader
@@ -107,21 +108,9 @@ class Frame(NamedTuple):
         return f"{name} {shown!r}{more} [{len(self.data)} bytes{'' if self.fin else ', continued'}]"
 
 
-_T = TypeVar("_T")
-
-
-def _interpreted(cls: type[_T]) -> type[_T]:
-    """Keep ``cls`` an ordinary Python class when mypyc compiles this module.
-
-    mypyc cannot compile a subclass of a named tuple into a native class; any
-    class decorator it does not know makes it build a plain Python class
-    instead, which is what :class:`TextFrame` needs (see
-    ``docs/design.md``, "The compiled core"). Without mypyc this does nothing.
-    """
-    return cls
-
-
-@_interpreted
+# mypyc cannot compile a subclass of a named tuple into a native class; the
+# pure-Python build ignores the decorator.
+@mypyc_attr(native_class=False)
 class TextFrame(Frame):
     """A frame of a text message, with the text the connection decoded from it.
 
