@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import coredis
 import pytest
+from anyio.streams.text import TextReceiveStream
 from websockets.sync.client import ClientConnection
 
 from tests.io.clients import RawClient, SocketClientStream, in_thread, open_client, port_of, recv
@@ -223,3 +224,35 @@ async def test_publish_while_redis_is_down_delivers_locally_then_raises(
             assert len([m for m in pubsub_log.messages if "is unreachable" in m]) == 2
             for client in (here, there):
                 await in_thread(client.close)
+
+
+async def test_last_subscriber_leaving_unsubscribes_the_process_from_redis(
+    anyio_backend: str, redis_server: RedisServer
+) -> None:
+    ended = anyio.Event()
+    with anyio.fail_after(20):
+        # redis-cli MONITOR prints every command Redis runs: the test waits for
+        # the UNSUBSCRIBE itself instead of guessing when it is sent.
+        async with await anyio.open_process(
+            ["redis-cli", "-p", str(redis_server.port), "monitor"]
+        ) as monitor:
+            try:
+                assert monitor.stdout is not None
+                lines = TextReceiveStream(monitor.stdout)
+                assert "OK" in await lines.receive()
+                async with (
+                    open_channels(redis_server.url) as channels,
+                    running_server(subscribing_handler(channels, ended.set)) as (_, uri),
+                ):
+                    client = await subscribe(f"{uri}/room")
+                    async with coredis.Redis.from_url(redis_server.url) as redis:
+                        assert (await redis.pubsub_numsub("room"))[b"room"] == 1
+                        await in_thread(client.close)
+                        await ended.wait()
+                        assert channels.subscribers("room") == 0
+                        seen = ""
+                        while '"UNSUBSCRIBE" "room"' not in seen:
+                            seen += await lines.receive()
+                        assert (await redis.pubsub_numsub("room"))[b"room"] == 0
+            finally:
+                monitor.terminate()
