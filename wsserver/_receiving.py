@@ -140,6 +140,7 @@ class Inbox:
         self._pusher: PushReceiver | None = None
         self._unfed = b""
         self._feeding = False
+        outbox.coalesce_while(self._has_queued, self._pump_parker.unpark)
 
     # The handler's side -----------------------------------------------------------
 
@@ -174,6 +175,9 @@ class Inbox:
         if head == len(messages):
             messages.clear()
             head = 0
+            # The handler took the last queued message: what it sent while
+            # working through them leaves now, in one write.
+            self._outbox.flush_deferred()
         else:
             messages[head - 1] = None  # hold no reference to what the handler took
         self._head = head
@@ -369,8 +373,13 @@ class Inbox:
         elif core.has_data_to_send() or core.close_expected():
             self._pump_parker.unpark()  # the receiving task answers: see _receive_pushed
 
+    def _has_queued(self) -> bool:
+        return self._head < len(self._messages)
+
     def _answer(self) -> None:
-        self._outbox.push()  # pongs and the close echo leave first
+        outbox = self._outbox
+        outbox.push()  # pongs and the close echo leave first
+        outbox.flush_deferred()  # and what coalescing kept back, if the transport was full
         if self._core.close_expected():
             self.start_closing()
 

@@ -17,14 +17,14 @@ ends once the buffer is empty, so an idle connection keeps no task here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from ._transport import checkpoint_if_cancelled, direct_writer
+from ._transport import checkpoint_if_cancelled, direct_writer, soon_caller
 from .sansio import ServerConnection, State
 from .sansio.frames import CloseCode
 
@@ -64,12 +64,16 @@ class Outbox:
     __slots__ = (
         "_broken",
         "_buffered",
+        "_call_soon",
         "_calls_without_yield",
         "_checkpoint_if_cancelled",
         "_chunks",
         "_core",
+        "_deferred",
         "_drained",
+        "_more_coming",
         "_on_broken",
+        "_on_stalled",
         "_room",
         "_stream",
         "_task_group",
@@ -105,6 +109,12 @@ class Outbox:
         self._calls_without_yield = 0
         self._checkpoint_if_cancelled = checkpoint_if_cancelled()
         self._unstarted_writer: Coroutine[Any, Any, None] | None = None
+        # Coalescing (asyncio): while the handler works through queued
+        # messages, small frames wait to leave in one write; see push().
+        self._call_soon = soon_caller(stream)
+        self._more_coming: Callable[[], bool] | None = None
+        self._on_stalled: Callable[[], None] | None = None
+        self._deferred = False
 
     def buffered(self) -> int:
         """Count the bytes queued but not yet handed to the transport."""
@@ -130,10 +140,74 @@ class Outbox:
                 chunks.append(chunk)
                 self._buffered += len(chunk)
         if not self._writer_running:
+            if (
+                self._more_coming is not None
+                # Below write_limit too: send() never waits for kept-back bytes.
+                and self._buffered < min(COALESCE_BELOW_BYTES, self._write_limit)
+                and self._more_coming()
+            ):
+                # The handler has more messages queued and will be back in
+                # recv() at once: its answers leave together, in one write,
+                # when it takes the last one (flush_deferred), or at the
+                # latest once its task yields to the loop.
+                if not self._deferred:
+                    self._deferred = True
+                    assert self._call_soon is not None
+                    self._call_soon(self._flush_soon)
+                return
+            self._deferred = False
             self._write_what_fits()
             if chunks:
                 self._writer_running = True
                 self._task_group.start_soon(self._new_writer)
+
+    def coalesce_while(
+        self, more_coming: Callable[[], bool], on_stalled: Callable[[], None]
+    ) -> None:
+        """Let small frames wait while ``more_coming()`` is true; only where it saves writes.
+
+        Where the transport floor offers a way to run a callback soon (asyncio),
+        frames queued while ``more_coming()`` (the handler has messages waiting
+        in the inbox) are kept, up to ``COALESCE_BELOW_BYTES``, and written
+        together by :meth:`flush_deferred` or, at the latest, once the task
+        yields to the loop. On Trio, which has no such callback, every push
+        writes at once.
+
+        Args:
+            more_coming: tells whether the handler will push again soon.
+            on_stalled: called (from a loop callback, outside any task) when
+                kept-back frames found the transport full: a task must then
+                call :meth:`flush_deferred`, which starts the writer task.
+        """
+        if self._call_soon is not None:
+            self._more_coming = more_coming
+            self._on_stalled = on_stalled
+
+    def flush_deferred(self) -> None:
+        """Write the frames kept back by coalescing now; the rest goes to the writer task.
+
+        Call it from a task (see :meth:`coalesce_while`); it does nothing when
+        nothing was kept back.
+        """
+        self._deferred = False
+        if self._chunks and not self._writer_running and not self._broken:
+            self._write_what_fits()
+            if self._chunks:
+                self._writer_running = True
+                self._task_group.start_soon(self._new_writer)
+
+    def _flush_soon(self) -> None:
+        # From the loop's callback, outside any task: what the transport does
+        # not take now needs the writer task, which only a task can start:
+        # on_stalled wakes one to call flush_deferred().
+        if not self._deferred:
+            return
+        self._deferred = False
+        if self._broken or self._writer_running:
+            return
+        self._write_what_fits()
+        if self._chunks and self._on_stalled is not None:
+            self._on_stalled()
 
     async def wait_after_push(self) -> None:
         """Await after :meth:`push`: room below ``write_limit``, or a cheap checkpoint.
@@ -167,6 +241,7 @@ class Outbox:
 
     async def drain(self) -> None:
         """Wait until every queued byte is written (or writing failed)."""
+        self.flush_deferred()
         while self._writer_running:
             drained = self._drained
             if drained is None:
@@ -179,6 +254,10 @@ class Outbox:
         if write is None:
             return
         chunks = self._chunks
+        if len(chunks) > 1:
+            # Frames queued by several pushes (coalescing kept them back, or
+            # the transport was full): small neighbours go out in one write.
+            chunks[:] = _coalesce(chunks)
         try:
             while chunks:
                 chunk = chunks[0]
@@ -316,10 +395,10 @@ async def _write_and_wait(ws: WebSocketServerProtocol) -> None:
     await ws._outbox.wait_after_push()
 
 
-def _coalesce(writes: list[bytes]) -> list[bytes]:
+def _coalesce(writes: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
     """Join consecutive small chunks so that one write carries them; keep EOF markers apart."""
-    out: list[bytes] = []
-    pending: list[bytes] = []
+    out: list[bytes | memoryview] = []
+    pending: list[bytes | memoryview] = []
     for chunk in writes:
         if chunk and len(chunk) < COALESCE_BELOW_BYTES:
             pending.append(chunk)

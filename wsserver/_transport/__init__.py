@@ -36,6 +36,7 @@ MAX_READS_WITHOUT_YIELD = 32
 __all__ = [
     "Listener", "Parker", "PushReceiver", "checkpoint_if_cancelled", "direct_reader",
     "direct_writer", "new_parker", "open_listeners", "push_receiver", "running_loop",
+    "soon_caller",
 ]
 
 Listener = anyio.abc.Listener[anyio.abc.ByteStream]
@@ -245,6 +246,26 @@ class _SocketReader:
         if not data:
             raise anyio.EndOfStream
         return data
+
+
+def soon_caller(stream: anyio.abc.ByteStream) -> Callable[[Callable[[], None]], object] | None:
+    """A way to run a callback once the running task yields, for ``stream``; or None.
+
+    The asyncio lean stream offers its loop's ``call_soon``: a writer can keep
+    small frames back while its task is busy and write them together from the
+    callback, one system call for many frames. Trio has no such callback
+    (only a wake-up through its I/O manager, a system call itself), nor does
+    a TLS stream here, so both return ``None``: write at once.
+
+    Args:
+        stream: a stream accepted by a listener of :func:`open_listeners`.
+
+    Returns:
+        A function taking a callback without arguments, or ``None``.
+    """
+    if isinstance(stream, AsyncioByteStream):
+        return stream.call_soon
+    return None
 
 
 class PushReceiver(Protocol):

@@ -253,6 +253,10 @@ class AsyncioByteStream(ByteStream):
         except OSError as exc:
             raise anyio.BrokenResourceError from exc
 
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` from the loop once the running task yields (``loop.call_soon``)."""
+        self._loop.call_soon(callback)
+
     async def send_eof(self) -> None:
         """Half-close the connection: flush queued bytes, then send a TCP FIN.
 
