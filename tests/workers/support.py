@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -124,3 +125,16 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return status.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def wait_exited(pid: int) -> None:
+    """Wait until process ``pid`` (not a child of ours) has exited."""
+    try:
+        descriptor = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        # A pidfd becomes readable when its process terminates.
+        await anyio.wait_readable(descriptor)
+    finally:
+        os.close(descriptor)

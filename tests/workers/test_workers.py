@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, unix_connect
 
 from tests.io.clients import in_thread, open_client, recv
-from tests.workers.support import alive, running_app, worker_pids
+from tests.workers.support import alive, running_app, wait_exited, worker_pids
 
 pytestmark = pytest.mark.anyio
 
@@ -90,6 +90,36 @@ async def test_killed_worker_is_restarted_and_the_other_keeps_serving(anyio_back
             close_all(again)
             app.signal(signal.SIGTERM)
             assert await app.process.wait() == 0
+
+
+async def test_quick_failures_restart_a_worker_later_each_time(anyio_backend: str) -> None:
+    with anyio.fail_after(60):
+        async with running_app("--backend", anyio_backend) as app:
+            victim = min(worker_pids(app))
+            for delay in ("0.1", "0.2", "0.4"):
+                mark = len(app.lines)
+                os.kill(victim, signal.SIGKILL)
+                await app.wait_for(rf"worker {victim} was killed by SIGKILL; "
+                                   rf"starting another in {delay} s", mark)  # fmt: skip
+                victim = int((await app.wait_for(r"worker (\d+) serving", mark)).group(1))
+            app.signal(signal.SIGTERM)
+            assert await app.process.wait() == 0
+
+
+async def test_workers_stop_gracefully_when_the_supervisor_is_killed(anyio_backend: str) -> None:
+    with anyio.fail_after(60):
+        async with running_app("--backend", anyio_backend) as app:
+            port = await app.port()
+            by_worker = await clients_on_every_worker(f"ws://127.0.0.1:{port}/pid", 2)
+            app.signal(signal.SIGKILL)
+            await app.process.wait()
+            # Their clients hear 1001: the kernel told each worker with SIGTERM.
+            for clients in by_worker.values():
+                with pytest.raises(ConnectionClosed) as closed:
+                    await recv(clients[0])
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+            for pid in worker_pids(app):
+                await wait_exited(pid)
 
 
 def echo_until_closed(
