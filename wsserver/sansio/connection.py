@@ -110,6 +110,19 @@ def _gather_text(pieces: list[str], piece: str) -> None:
         pieces.append(piece)
 
 
+BytesLike: TypeAlias = "bytes | bytearray | memoryview"
+"""What the methods that take payloads accept."""
+
+
+def _as_bytes(data: BytesLike) -> bytes:
+    """Return ``data`` as ``bytes``, copying only what is not ``bytes`` already.
+
+    A frame holds ``bytes``: a queued payload must not change if the caller
+    reuses a ``bytearray``, and the compiled build checks the type.
+    """
+    return data if type(data) is bytes else bytes(data)
+
+
 def _truncate_reason(reason: str) -> str:
     """Shorten ``reason`` so that a close frame can carry it (123 bytes of UTF-8)."""
     encoded = reason.encode()
@@ -281,7 +294,7 @@ class ServerConnection:
 
     # Receiving -------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: BytesLike) -> None:
         """Feed bytes received from the network.
 
         Afterwards, call :meth:`events_received` and :meth:`data_to_send`.
@@ -470,7 +483,7 @@ class ServerConnection:
         if self._state is not State.OPEN:
             raise InvalidState(f"connection is {self._state.name}")
 
-    def send_text(self, data: bytes, fin: bool = True) -> None:
+    def send_text(self, data: BytesLike, fin: bool = True) -> None:
         """Queue a text frame; ``data`` is UTF-8 already.
 
         :param fin: false to start a fragmented message, to be continued with
@@ -480,7 +493,7 @@ class ServerConnection:
         """
         self._start_message(Opcode.TEXT, data, fin)
 
-    def send_binary(self, data: bytes, fin: bool = True) -> None:
+    def send_binary(self, data: BytesLike, fin: bool = True) -> None:
         """Queue a binary frame.
 
         :param fin: false to start a fragmented message.
@@ -489,15 +502,15 @@ class ServerConnection:
         """
         self._start_message(Opcode.BINARY, data, fin)
 
-    def _start_message(self, opcode: Opcode, data: bytes, fin: bool) -> None:
+    def _start_message(self, opcode: Opcode, data: BytesLike, fin: bool) -> None:
         self._check_open()
         if self._sending is not None:
             raise InvalidState("a fragmented message is being sent")
         if not fin:
             self._sending = opcode
-        self._send_frame(Frame(opcode, data, fin))
+        self._send_frame(Frame(opcode, _as_bytes(data), fin))
 
-    def send_continuation(self, data: bytes, fin: bool) -> None:
+    def send_continuation(self, data: BytesLike, fin: bool) -> None:
         """Queue the next fragment of a message.
 
         :param fin: true for the last fragment.
@@ -509,7 +522,7 @@ class ServerConnection:
             raise InvalidState("no fragmented message is being sent")
         if fin:
             self._sending = None
-        self._send_frame(Frame(Opcode.CONT, data, fin))
+        self._send_frame(Frame(Opcode.CONT, _as_bytes(data), fin))
 
     def send_close(self, code: int | None = None, reason: str = "") -> None:
         """Queue a close frame and start the closing handshake.
@@ -527,7 +540,7 @@ class ServerConnection:
             self.close_rcvd_then_sent = True
         self._transition(_Transition.SEND_CLOSE)
 
-    def send_ping(self, data: bytes) -> None:
+    def send_ping(self, data: BytesLike) -> None:
         """Queue a ping frame.
 
         :raises InvalidState: if the connection is not open.
@@ -535,7 +548,7 @@ class ServerConnection:
         """
         self._send_control(Opcode.PING, data)
 
-    def send_pong(self, data: bytes) -> None:
+    def send_pong(self, data: BytesLike) -> None:
         """Queue a pong frame (received pings are answered automatically).
 
         :raises InvalidState: if the connection is not open.
@@ -543,11 +556,11 @@ class ServerConnection:
         """
         self._send_control(Opcode.PONG, data)
 
-    def _send_control(self, opcode: Opcode, data: bytes) -> None:
+    def _send_control(self, opcode: Opcode, data: BytesLike) -> None:
         self._check_open()
         if len(data) > 125:
             raise ValueError("control frame payload longer than 125 bytes")
-        self._send_frame(Frame(opcode, data))
+        self._send_frame(Frame(opcode, _as_bytes(data)))
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the connection: send a close frame if still possible, then stop.
