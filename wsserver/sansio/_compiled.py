@@ -10,7 +10,10 @@ package before any of them, decides whether to let it:
   that one build can test both (``dev.py test`` does);
 - a compiled module older than its source is stale (the source was edited
   after the last build): it would run old code, so the sources run instead,
-  with a warning saying how to rebuild.
+  with a warning saying how to rebuild;
+- mypyc keeps no docstrings (a compiled class or function has only its
+  signature), so when Sphinx is what imports the package, to document it,
+  the sources run and autodoc finds every docstring.
 
 It never imports a compiled module itself, and it is never compiled. It also
 gives the compiled modules :func:`mypyc_attr`, mypyc's class options, without
@@ -131,7 +134,7 @@ def choose_build(directory: Path) -> None:
     Args:
         directory: the directory of the :mod:`wsserver.sansio` package.
     """
-    if pure_python_requested():
+    if pure_python_requested() or "sphinx" in sys.modules:
         use_sources(directory)
         return
     stale = stale_modules(directory)
