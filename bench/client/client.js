@@ -14,7 +14,8 @@
 // handshake: P loops, each opening a connection and closing it as soon as it
 //            is open (TCP: connect, half-close, wait for the close), repeated.
 // idle:      open C connections (P at a time), print {"opened": C}, then hold
-//            them until SIGTERM.
+//            them until SIGTERM; with --echo-first 1 each connection first
+//            exchanges one message (so that compression contexts exist).
 // info:      print the versions in use and whether bufferutil is the native build.
 //
 // Counting starts after --warmup seconds and lasts --seconds. The client's
@@ -41,6 +42,7 @@ function parseArgs(argv) {
     serverPid: 0,
     clkTck: 100,
     deflate: 0,
+    echoFirst: 0,
   };
   for (let i = 2; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
@@ -141,6 +143,25 @@ function openMany(count, parallel, callback) {
   for (let i = 0; i < Math.min(parallel, count); i += 1) startNext();
 }
 
+// Like openMany, but each connection first sends one message and waits for its echo.
+function openManyAfterOneEcho(count, parallel, callback) {
+  const opened = [];
+  let started = 0;
+  function startNext() {
+    if (started >= count) return;
+    started += 1;
+    connect((connection) => {
+      connection.once('message', () => {
+        opened.push(connection);
+        if (opened.length === count) callback(opened);
+        else startNext();
+      });
+      connection.send(payload);
+    });
+  }
+  for (let i = 0; i < Math.min(parallel, count); i += 1) startNext();
+}
+
 // -- scenarios -------------------------------------------------------------------
 
 function runEcho() {
@@ -207,7 +228,8 @@ function runHandshakes() {
 }
 
 function runIdle() {
-  openMany(options.connections, options.parallel, (connections) => {
+  const open = options.echoFirst ? openManyAfterOneEcho : openMany;
+  open(options.connections, options.parallel, (connections) => {
     report({ opened: connections.length, errors });
     process.on('SIGTERM', () => process.exit(0));
     setInterval(() => {}, 1 << 30); // hold the connections until told to stop
