@@ -15,9 +15,7 @@ package before any of them, decides whether to let it:
   signature), so when Sphinx is what imports the package, to document it,
   the sources run and autodoc finds every docstring.
 
-It never imports a compiled module itself, and it is never compiled. It also
-gives the compiled modules :func:`mypyc_attr`, mypyc's class options, without
-a dependency on ``mypy_extensions`` at run time.
+It never imports a compiled module itself, and it is never compiled.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Callable
 from importlib.machinery import (
     BYTECODE_SUFFIXES,
     EXTENSION_SUFFIXES,
@@ -36,30 +33,12 @@ from importlib.machinery import (
 )
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, TypeVar
-
-_T = TypeVar("_T")
-
-if TYPE_CHECKING:
-    # mypyc reads this decorator's options; mypy_extensions comes with mypy,
-    # so only type checking and the build need it.
-    from mypy_extensions import mypyc_attr as mypyc_attr
-else:
-
-    def mypyc_attr(*attrs: str, **options: object) -> Callable[[_T], _T]:
-        """Stand in for ``mypy_extensions.mypyc_attr`` at run time: change nothing.
-
-        A compiled module calls it for a class it left to the interpreter;
-        the pure-Python build calls it for every class it decorates.
-        """
-        return lambda cls: cls
 
 __all__ = [
     "COMPILED_MODULES",
     "SKIP_ENV_VAR",
     "choose_build",
     "is_compiled",
-    "mypyc_attr",
     "pure_python_requested",
     "stale_modules",
     "use_sources",

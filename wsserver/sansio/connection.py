@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator, Sequence
 from http import HTTPStatus
 from typing import TypeAlias
 
-from ._compiled import mypyc_attr
+from ._mypyc import mypyc_attr
 from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,

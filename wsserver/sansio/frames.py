@@ -9,7 +9,7 @@ from typing import NamedTuple, TypeAlias
 
 import attrs
 
-from ._compiled import mypyc_attr
+from ._mypyc import mypyc_attr
 from .exceptions import InvalidUTF8, PayloadTooBig, ProtocolError
 from .masking import apply_mask
 from .streams import StreamReader
