@@ -133,7 +133,6 @@ class OptionalBuildExt(build_ext):
         self.extensions = [ext for ext in self.extensions if ext.name not in failed]
         self.built = [ext.name for ext in self.extensions]
 
-
     def copy_extensions_to_source(self) -> None:
         super().copy_extensions_to_source()
         # mypyc leaves a module in the source tree alone when the new build is
@@ -171,11 +170,7 @@ def speedup_extensions() -> list[Extension]:
     """
     if skip_requested():
         warn_fallback(f"{SKIP_ENV_VAR} is set")
-        stale = [
-            path
-            for pattern in ("*.so", "*.pyd")
-            for path in sorted(SANSIO_DIR.glob(pattern))
-        ]
+        stale = [path for pattern in ("*.so", "*.pyd") for path in sorted(SANSIO_DIR.glob(pattern))]
         for path in stale:
             print(
                 f"*** wsserver: {path} is left from an earlier build; it is ignored "
