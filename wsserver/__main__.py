@@ -335,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="serve on this Unix socket instead of TCP")
     elsewhere.add_argument("--fd", type=int, metavar="N",
                            help="serve on the listening socket inherited as file descriptor N")
+    where.add_argument("--uds-mode", metavar="MODE",
+                       help="permissions of the --uds socket file, in octal, e.g. 660 to let"
+                            " a proxy in the same group connect (default: what the umask"
+                            " gives)")
     where.add_argument("--reuse-port", action="store_true",
                        help="set SO_REUSEPORT to share the port between processes (default: off)")
 
@@ -404,8 +408,26 @@ def _check_places(args: argparse.Namespace) -> None:
                             (args.reuse_port or None, "--reuse-port")):
             if given is not None:
                 raise CommandLineError(f"{flag} does not apply with {other}", 2)
+    if args.uds_mode is not None and args.uds is None:
+        raise CommandLineError("--uds-mode applies only with --uds", 2)
     if args.keyfile and not args.certfile:
         raise CommandLineError("--keyfile needs --certfile: the certificate to serve TLS with", 2)
+
+
+def _octal_mode(text: str) -> int:
+    """Read permission bits written in octal (``660``, ``0660`` or ``0o660``)."""
+    digits = text[2:] if text.lower().startswith("0o") else text
+    try:
+        mode = int(digits, 8)
+    except ValueError:
+        raise CommandLineError(
+            f"--uds-mode must be permission bits in octal, such as 660, got {text!r}", 2
+        ) from None
+    if not 0 <= mode <= 0o777:
+        raise CommandLineError(
+            f"--uds-mode must be permission bits from 0 to 777, got {text!r}", 2
+        )
+    return mode
 
 
 def _tls_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
@@ -489,7 +511,8 @@ def build_options(args: argparse.Namespace) -> TCPServeOptions | UnixServeOption
                 return UnixServeOptions(sock=sock, **options)
             return TCPServeOptions(sock=sock, **options)
         if args.uds is not None:
-            return UnixServeOptions(args.uds, **options)
+            mode = None if args.uds_mode is None else _octal_mode(args.uds_mode)
+            return UnixServeOptions(args.uds, mode=mode, **options)
         host = DEFAULT_HOST if args.host is None else args.host
         port = DEFAULT_PORT if args.port is None else args.port
         return TCPServeOptions(host, port, reuse_port=args.reuse_port, **options)

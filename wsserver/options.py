@@ -504,6 +504,16 @@ def _path(instance: UnixServeOptions, attribute: attrs.Attribute[Any], value: ob
         raise TypeError(f"path must be a string or None, got {value!r}")
 
 
+def _mode(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    message = f"mode must be permission bits from 0 to 0o777 or None, got {value!r}"
+    if not _is_int(value):
+        raise TypeError(message)
+    if not 0 <= value <= 0o777:
+        raise ValueError(message)
+
+
 @attrs.frozen
 class UnixServeOptions(ServeOptions):
     """The options of ``unix_serve(ws_handler, path=None, *, ...)``.
@@ -517,6 +527,15 @@ class UnixServeOptions(ServeOptions):
         kw_only=False,
         validator=_path,
         metadata=_about("the socket's path; a leading NUL byte names an abstract socket"),
+    )
+    mode: int | None = attrs.field(
+        default=None,
+        kw_only=True,
+        validator=_mode,
+        metadata=_about(
+            "permission bits of the socket file created at path, such as 0o660 to let a"
+            " proxy in the same group connect; None leaves what the umask gives"
+        ),
     )
 
 

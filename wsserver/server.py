@@ -277,7 +277,8 @@ async def run_server(
     """
     if isinstance(options, UnixServeOptions):
         listeners = await open_listeners(
-            path=options.path, sock=options.sock, unix=True, backlog=options.backlog
+            path=options.path, sock=options.sock, unix=True, backlog=options.backlog,
+            mode=options.mode,
         )
     else:
         listeners = await open_listeners(

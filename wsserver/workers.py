@@ -320,7 +320,7 @@ def _bind(options: ServeOptionsAny) -> tuple[list[ServeOptionsAny], Callable[[],
         sockets = [options.sock]
     elif isinstance(options, UnixServeOptions):
         assert options.path is not None  # the options' validator: path or sock
-        sock, socket_file = bind_unix(options.path, backlog=options.backlog)
+        sock, socket_file = bind_unix(options.path, backlog=options.backlog, mode=options.mode)
         sockets = [sock]
         if socket_file is not None:
             def remove() -> None:

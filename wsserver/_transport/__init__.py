@@ -73,6 +73,7 @@ async def open_listeners(
     unix: bool = False,
     backlog: int,
     reuse_port: bool = False,
+    mode: int | None = None,
 ) -> list[Listener]:
     """Open the listening sockets on the running loop (Trio or asyncio).
 
@@ -92,6 +93,7 @@ async def open_listeners(
         unix: true for a Unix socket (``path`` or ``sock``).
         backlog: the kernel's queue of connections not yet accepted.
         reuse_port: TCP: set ``SO_REUSEPORT`` to share the port between processes.
+        mode: Unix: permission bits of the socket file created at ``path``.
 
     Returns:
         The listeners, one per socket, in binding order.
@@ -116,7 +118,7 @@ async def open_listeners(
             return [SocketListener(adopt_socket(sock, backlog=backlog), wrap)]
         if path is None:
             raise TypeError("a Unix listener needs a path or a sock")
-        unix_sock, socket_file = bind_unix(path, backlog=backlog)
+        unix_sock, socket_file = bind_unix(path, backlog=backlog, mode=mode)
         return [SocketListener(unix_sock, wrap, socket_file=socket_file)]
     if path is not None:
         raise ValueError("path is for Unix sockets (unix=True)")

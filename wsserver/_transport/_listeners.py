@@ -237,10 +237,16 @@ class SocketListener(Listener[ByteStream]):
                 os.unlink(socket_file.path)
 
 
-def _listen(sock: socket.socket, address: Any, backlog: int) -> None:
-    """Bind ``sock`` to ``address`` and listen; name the address if that fails."""
+def _listen(sock: socket.socket, address: Any, backlog: int, *, mode: int | None = None) -> None:
+    """Bind ``sock`` to ``address`` and listen; name the address if that fails.
+
+    ``mode`` (Unix paths) is applied between bind and listen: until listen(),
+    connecting is refused, so no client ever sees the file's first permissions.
+    """
     try:
         sock.bind(address)
+        if mode is not None:
+            os.chmod(address, mode)
     except OSError as exc:
         reason = f"cannot listen on {address!r}: {exc.strerror or exc}"
         if exc.errno is None:  # e.g. a Unix path too long, found before any system call
@@ -321,13 +327,17 @@ def _configure_tcp(sock: socket.socket, reuse_port: bool) -> None:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
 
 
-def bind_unix(path: str, *, backlog: int) -> tuple[socket.socket, _SocketFile | None]:
+def bind_unix(
+    path: str, *, backlog: int, mode: int | None = None
+) -> tuple[socket.socket, _SocketFile | None]:
     """Open a listening Unix socket at ``path``, replacing a stale socket file.
 
     Args:
         path: a filesystem path, or an abstract name starting with ``"\\0"``
             (Linux), which has no file.
         backlog: the kernel's queue of connections not yet accepted.
+        mode: permission bits given to the socket file before it listens, so
+            that no client connects while it has the umask's; ``None`` keeps those.
 
     Returns:
         The non-blocking listening socket, and the file it created (``None``
@@ -346,7 +356,7 @@ def bind_unix(path: str, *, backlog: int) -> tuple[socket.socket, _SocketFile | 
                 os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        _listen(sock, path, backlog)
+        _listen(sock, path, backlog, mode=None if abstract else mode)
         socket_file = None
         if not abstract:
             status = os.stat(path)
