@@ -354,9 +354,9 @@ class WebSocketServerProtocol:
         if self.protocol.state is not State.OPEN or self._sending_fragments is not None:
             return False
         if text:
-            self.protocol.send_text(data)  # type: ignore[arg-type]  # any bytes-like
+            self.protocol.send_text(data)
         else:
-            self.protocol.send_binary(data)  # type: ignore[arg-type]
+            self.protocol.send_binary(data)
         self._outbox.push()
         return True
 
