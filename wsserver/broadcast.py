@@ -28,20 +28,44 @@ def broadcast(
     Raises:
         TypeError: if ``message`` is neither text nor bytes-like.
     """
+    data, text = encode(message, "broadcast")
+    return deliver(websockets, data, text, "broadcast")
+
+
+def encode(message: Data | bytearray | memoryview, what: str) -> tuple[bytes, bool]:
+    """Return ``message`` as a payload, encoded once for every connection, and whether it is text.
+
+    Args:
+        message: text, or a bytes-like object for a binary message.
+        what: the caller's name, for the error message (``broadcast``, ``publish``).
+
+    Raises:
+        TypeError: if ``message`` is neither text nor bytes-like.
+    """
     if isinstance(message, str):
-        data = message.encode()
-        text = True
-    elif isinstance(message, (bytes, bytearray, memoryview)):
-        data = bytes(message)
-        text = False
-    else:
-        raise TypeError(f"broadcast needs str or bytes-like data, not {type(message)}")
+        return message.encode(), True
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message), False
+    raise TypeError(f"{what} needs str or bytes-like data, not {type(message)}")
+
+
+def deliver(
+    websockets: Iterable[WebSocketServerProtocol], data: bytes, text: bool, what: str
+) -> int:
+    """Queue one encoded message on every connection that can take it now.
+
+    Skips connections that are not open, and slow ones (more than
+    ``write_limit`` bytes waiting) with a warning naming ``what`` skipped them.
+
+    Returns:
+        How many connections the message was queued for.
+    """
     sent = 0
     for websocket in websockets:
         if not websocket.open:
             continue
         if websocket.buffered_amount() > websocket.options.write_limit:
-            websocket.logger.warning("skipped broadcast: connection is too slow")
+            websocket.logger.warning("skipped %s: connection is too slow", what)
             continue
         if websocket.try_send(data, text=text):
             sent += 1

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final
 
 import anyio
 
+from ..broadcast import deliver, encode
 from ..connection import Data, WebSocketServerProtocol
 
 if TYPE_CHECKING:
@@ -65,52 +66,6 @@ class PublishError(ConnectionError):
     def __init__(self, message: str, delivered: int) -> None:
         super().__init__(message)
         self.delivered = delivered
-
-
-def encode(message: Data | bytearray | memoryview) -> tuple[bytes, bool]:
-    """Return ``message`` as a payload and whether it is text.
-
-    Args:
-        message: text, or a bytes-like object for a binary message.
-
-    Returns:
-        The UTF-8 encoding of text, or the bytes themselves; and true for text.
-
-    Raises:
-        TypeError: if ``message`` is neither text nor bytes-like.
-    """
-    if isinstance(message, str):
-        return message.encode(), True
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        return bytes(message), False
-    raise TypeError(f"publish needs str or bytes-like data, not {type(message)}")
-
-
-def deliver(subscribers: Iterable[WebSocketServerProtocol], data: bytes, text: bool) -> int:
-    """Queue one encoded message on every subscriber that can take it now.
-
-    The rule of :func:`wsserver.broadcast`, for a payload already encoded:
-    skip connections that are not open, and slow ones (more than
-    ``write_limit`` bytes waiting) with a warning.
-
-    Args:
-        subscribers: the connections to reach.
-        data: the payload; for text, UTF-8.
-        text: true for a text message.
-
-    Returns:
-        How many connections the message was queued for.
-    """
-    sent = 0
-    for websocket in subscribers:
-        if not websocket.open:
-            continue
-        if websocket.buffered_amount() > websocket.options.write_limit:
-            websocket.logger.warning("skipped publish: connection is too slow")
-            continue
-        if websocket.try_send(data, text=text):
-            sent += 1
-    return sent
 
 
 class Channels:
@@ -192,7 +147,7 @@ class Channels:
         """
         if not isinstance(channel, str):
             raise TypeError(f"a channel name must be a string, got {channel!r}")
-        data, text = encode(message)
+        data, text = encode(message, "publish")
         delivered = self._deliver(channel, data, text)
         await self._relay(channel, data, text, delivered)
         return delivered
@@ -207,7 +162,7 @@ class Channels:
 
     def _deliver(self, channel: str, data: bytes, text: bool) -> int:
         subscribers = self._subscribers.get(channel)
-        return deliver(subscribers, data, text) if subscribers else 0
+        return deliver(subscribers, data, text, "publish") if subscribers else 0
 
     # Backend hooks ----------------------------------------------------------------
 
