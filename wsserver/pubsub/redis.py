@@ -17,6 +17,7 @@ while a process is disconnected never reaches that process's subscribers.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import urllib.parse
@@ -24,6 +25,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import coredis
 import coredis.exceptions
 import coredis.retry
@@ -137,6 +139,11 @@ class RedisChannels(Channels):
                                 if isinstance(data, (bytes, str)):
                                     self._receive(message["channel"], data)
             except Exception as exc:
+                if anyio.current_effective_deadline() == -math.inf:
+                    # Cancelled (the channels are closing): coredis's cleanup
+                    # may fail on the streams the cancellation closed, which
+                    # would hide the cancellation; let the cancellation through.
+                    await anyio.lowlevel.checkpoint()
                 if not _connection_failure(exc):
                     raise
                 if down_since is None:
