@@ -138,13 +138,16 @@ class RedisChannels(Channels):
                                 data = message["data"]
                                 if isinstance(data, (bytes, str)):
                                     self._receive(message["channel"], data)
-            except Exception as exc:
-                if anyio.current_effective_deadline() == -math.inf:
+            except BaseException as exc:
+                if anyio.current_effective_deadline() == -math.inf and not isinstance(
+                    exc, anyio.get_cancelled_exc_class()
+                ):
                     # Cancelled (the channels are closing): coredis's cleanup
-                    # may fail on the streams the cancellation closed, which
-                    # would hide the cancellation; let the cancellation through.
+                    # may fail on the streams the cancellation closed, and its
+                    # error (or a group of it and the cancellation) would hide
+                    # the cancellation: let the cancellation through alone.
                     await anyio.lowlevel.checkpoint()
-                if not _connection_failure(exc):
+                if not isinstance(exc, Exception) or not _connection_failure(exc):
                     raise
                 if down_since is None:
                     down_since = anyio.current_time()
