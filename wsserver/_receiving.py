@@ -19,12 +19,11 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from ._sending import Outbox
 from ._transport import (
+    CheckpointWithoutWaiting,
     PushReceiver,
-    checkpoint_if_cancelled,
     direct_reader,
     new_parker,
     push_receiver,
@@ -43,9 +42,6 @@ INFLATE_SLICE_BYTES = 1024
 A few bytes of DEFLATE can inflate to a thousand times as many: fed whole, one
 read could queue far more than ``max_queue`` messages.
 """
-
-MAX_CALLS_WITHOUT_YIELD = 32
-"""Calls that found their message (or room) at once, in a row, before one yields to the loop."""
 
 _READ_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
@@ -66,8 +62,7 @@ class Inbox:
     """
 
     __slots__ = (
-        "_calls_without_yield",
-        "_checkpoint_if_cancelled",
+        "_checkpoint_without_waiting",
         "_close_timeout",
         "_closed_exception",
         "_core",
@@ -135,8 +130,7 @@ class Inbox:
         self._stopped = False
         self._finished = False
         self._dropping = False
-        self._calls_without_yield = 0
-        self._checkpoint_if_cancelled = checkpoint_if_cancelled()
+        self._checkpoint_without_waiting = CheckpointWithoutWaiting()
         self._pusher: PushReceiver | None = None
         self._unfed = b""
         self._feeding = False
@@ -183,21 +177,6 @@ class Inbox:
         self._head = head
         self._after_get()
         return message  # type: ignore[return-value]  # a slot before _head is never None
-
-    async def _checkpoint_without_waiting(self) -> None:
-        """Checkpoint a get() that found its message: cheaply, yielding now and then.
-
-        Cancellation is seen at once; a real turn of the loop comes every
-        :data:`MAX_CALLS_WITHOUT_YIELD` calls, so a handler that keeps finding
-        messages queued cannot starve the other tasks, and the common case
-        costs no task switch.
-        """
-        self._calls_without_yield += 1
-        if self._calls_without_yield < MAX_CALLS_WITHOUT_YIELD:
-            await self._checkpoint_if_cancelled()
-        else:
-            self._calls_without_yield = 0
-            await anyio.lowlevel.checkpoint()
 
     def _after_get(self) -> None:
         if len(self._messages) - self._head < self._low_water:

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
-from ._transport import checkpoint_if_cancelled, direct_writer, soon_caller
+from ._transport import CheckpointWithoutWaiting, direct_writer, soon_caller
 from .sansio import ServerConnection, State
 from .sansio.frames import CloseCode
 
@@ -42,9 +41,6 @@ COALESCE_BELOW_BYTES = 16_384
 Longer ones (the core queues a large payload apart from its header) are written
 as they are, since joining them would copy them.
 """
-
-MAX_CALLS_WITHOUT_YIELD = 32
-"""Sends that found room at once, in a row, before one yields to the loop."""
 
 _WRITE_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
@@ -65,8 +61,7 @@ class Outbox:
         "_broken",
         "_buffered",
         "_call_soon",
-        "_calls_without_yield",
-        "_checkpoint_if_cancelled",
+        "_checkpoint_without_waiting",
         "_chunks",
         "_core",
         "_deferred",
@@ -106,8 +101,7 @@ class Outbox:
         self._broken = False
         self._room: anyio.Event | None = None
         self._drained: anyio.Event | None = None
-        self._calls_without_yield = 0
-        self._checkpoint_if_cancelled = checkpoint_if_cancelled()
+        self._checkpoint_without_waiting = CheckpointWithoutWaiting()
         self._unstarted_writer: Coroutine[Any, Any, None] | None = None
         # Coalescing (asyncio): while the handler works through queued
         # messages, small frames wait to leave in one write; see push().
@@ -212,20 +206,15 @@ class Outbox:
     async def wait_after_push(self) -> None:
         """Await after :meth:`push`: room below ``write_limit``, or a cheap checkpoint.
 
-        When there is room already, cancellation is seen at once and a real
-        turn of the loop comes every ``MAX_CALLS_WITHOUT_YIELD`` calls, so that
-        a sender that never has to wait costs no task switch per message yet
-        cannot starve the other tasks.
+        When there is room already, this is a
+        :class:`~wsserver._transport.CheckpointWithoutWaiting`: a sender that
+        never has to wait costs no task switch per message yet cannot starve
+        the other tasks.
         """
         if self._buffered > self._write_limit and not self._broken:
             await self.wait_for_room()
             return
-        self._calls_without_yield += 1
-        if self._calls_without_yield < MAX_CALLS_WITHOUT_YIELD:
-            await self._checkpoint_if_cancelled()
-        else:
-            self._calls_without_yield = 0
-            await anyio.lowlevel.checkpoint()
+        await self._checkpoint_without_waiting()
 
     async def wait_for_room(self) -> None:
         """Wait while more than ``write_limit`` bytes are left unwritten.

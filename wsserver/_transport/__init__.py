@@ -22,10 +22,11 @@ from typing import Protocol
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import trio
 from anyio.abc import SocketAttribute
 
-from ._asyncio_stream import AsyncioByteStream, wrap_accepted_socket
+from ._asyncio_stream import MAX_CALLS_WITHOUT_YIELD, AsyncioByteStream, wrap_accepted_socket
 from ._asyncio_stream import checkpoint_if_cancelled as _asyncio_checkpoint_if_cancelled
 from ._listeners import SocketListener, StreamFactory, adopt_socket, bind_tcp, bind_unix
 from ._parking import Parker, new_parker
@@ -34,8 +35,9 @@ MAX_READS_WITHOUT_YIELD = 32
 """Reads that found bytes at once, in a row, before a direct reader yields to the loop."""
 
 __all__ = [
-    "Listener", "Parker", "PushReceiver", "checkpoint_if_cancelled", "direct_reader",
-    "direct_writer", "new_parker", "open_listeners", "push_receiver", "running_loop",
+    "CheckpointWithoutWaiting", "Listener", "Parker", "PushReceiver", "checkpoint_if_cancelled",
+    "direct_reader", "direct_writer", "new_parker", "open_listeners", "push_receiver",
+    "running_loop",
     "soon_caller",
 ]
 
@@ -185,6 +187,32 @@ def checkpoint_if_cancelled() -> Callable[[], Awaitable[None]]:
     if running_loop() is None:
         return trio.lowlevel.checkpoint_if_cancelled
     return _asyncio_checkpoint_if_cancelled
+
+
+class CheckpointWithoutWaiting:
+    """The checkpoint of a call that did not have to wait (a message or room was there).
+
+    Each call checks for cancellation without yielding to the loop, and every
+    :data:`MAX_CALLS_WITHOUT_YIELD`-th call yields for real: the common case
+    costs no task switch, yet a task that never waits cannot starve the
+    others. One per caller that keeps its own count (a connection's reading
+    and sending sides each have one).
+    """
+
+    __slots__ = ("_calls", "_if_cancelled")
+
+    def __init__(self) -> None:
+        self._calls = 0
+        self._if_cancelled = checkpoint_if_cancelled()
+
+    async def __call__(self) -> None:
+        """Raise the caller's cancellation, if any; yield now and then."""
+        self._calls += 1
+        if self._calls < MAX_CALLS_WITHOUT_YIELD:
+            await self._if_cancelled()
+        else:
+            self._calls = 0
+            await anyio.lowlevel.checkpoint()
 
 
 def direct_reader(stream: anyio.abc.ByteStream) -> Callable[[int], Awaitable[bytes]] | None:
