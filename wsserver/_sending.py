@@ -60,7 +60,6 @@ class Outbox:
     __slots__ = (
         "_broken",
         "_buffered",
-        "_call_soon",
         "_checkpoint_without_waiting",
         "_chunks",
         "_core",
@@ -70,6 +69,7 @@ class Outbox:
         "_on_broken",
         "_on_stalled",
         "_room",
+        "_soon",
         "_stream",
         "_task_group",
         "_unstarted_writer",
@@ -103,9 +103,9 @@ class Outbox:
         self._drained: anyio.Event | None = None
         self._checkpoint_without_waiting = CheckpointWithoutWaiting()
         self._unstarted_writer: Coroutine[Any, Any, None] | None = None
-        # Coalescing (asyncio): while the handler works through queued
-        # messages, small frames wait to leave in one write; see push().
-        self._call_soon = soon_caller(stream)
+        # Coalescing: while the handler works through queued messages, small
+        # frames wait to leave in one write; see push().
+        self._soon = soon_caller(stream) if self._write_now is not None else None
         self._more_coming: Callable[[], bool] | None = None
         self._on_stalled: Callable[[], None] | None = None
         self._deferred = False
@@ -146,8 +146,8 @@ class Outbox:
                 # latest once its task yields to the loop.
                 if not self._deferred:
                     self._deferred = True
-                    assert self._call_soon is not None
-                    self._call_soon(self._flush_soon)
+                    assert self._soon is not None
+                    self._soon.call_soon(self._flush_soon)
                 return
             self._deferred = False
             self._write_what_fits()
@@ -160,20 +160,23 @@ class Outbox:
     ) -> None:
         """Let small frames wait while ``more_coming()`` is true; only where it saves writes.
 
-        Where the transport floor offers a way to run a callback soon (asyncio),
-        frames queued while ``more_coming()`` (the handler has messages waiting
-        in the inbox) are kept, up to ``COALESCE_BELOW_BYTES``, and written
-        together by :meth:`flush_deferred` or, at the latest, once the task
-        yields to the loop. On Trio, which has no such callback, every push
-        writes at once.
+        Where the transport floor offers a way to run a callback soon
+        (:func:`~wsserver._transport.soon_caller`: plain sockets on both
+        loops), frames queued while ``more_coming()`` (the handler has
+        messages waiting in the inbox) are kept, up to
+        ``COALESCE_BELOW_BYTES``, and written together by
+        :meth:`flush_deferred` or, at the latest, once the task yields to the
+        loop. Over TLS every push writes at once.
 
         Args:
             more_coming: tells whether the handler will push again soon.
-            on_stalled: called (from a loop callback, outside any task) when
-                kept-back frames found the transport full: a task must then
-                call :meth:`flush_deferred`, which starts the writer task.
+            on_stalled: called (from an asyncio loop callback, outside any
+                task) when kept-back frames found the transport full: a task
+                must then call :meth:`flush_deferred`, which starts the writer
+                task. On Trio the callback runs in a task, which starts the
+                writer itself.
         """
-        if self._call_soon is not None:
+        if self._soon is not None:
             self._more_coming = more_coming
             self._on_stalled = on_stalled
 
@@ -191,17 +194,22 @@ class Outbox:
                 self._task_group.start_soon(self._new_writer)
 
     def _flush_soon(self) -> None:
-        # From the loop's callback, outside any task: what the transport does
-        # not take now needs the writer task, which only a task can start:
-        # on_stalled wakes one to call flush_deferred().
+        # What the transport does not take now needs the writer task. Trio's
+        # callbacks run in a task, which can start it; asyncio's run from the
+        # loop, outside any task: on_stalled wakes one to call flush_deferred().
         if not self._deferred:
             return
         self._deferred = False
         if self._broken or self._writer_running:
             return
         self._write_what_fits()
-        if self._chunks and self._on_stalled is not None:
-            self._on_stalled()
+        if self._chunks:
+            assert self._soon is not None
+            if self._soon.runs_in_task:
+                self._writer_running = True
+                self._task_group.start_soon(self._new_writer)
+            elif self._on_stalled is not None:
+                self._on_stalled()
 
     async def wait_after_push(self) -> None:
         """Await after :meth:`push`: room below ``write_limit``, or a cheap checkpoint.

@@ -1,18 +1,20 @@
 """Frames sent while the handler works through queued messages leave together, and soon.
 
-On asyncio the outbox keeps small frames back while messages wait in the
-inbox, and writes them in one go when the handler takes the last one, or once
-its task yields. Whatever the loop, every frame must arrive, in order, and none
-may wait for the handler to come back to recv().
+On plain sockets (both loops) the outbox keeps small frames back while
+messages wait in the inbox, and writes them in one go when the handler takes
+the last one, or once its task yields. Whatever the loop, every frame must
+arrive, in order, and none may wait for the handler to come back to recv().
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import anyio
 import pytest
 
+import wsserver._sending
 from wsserver.sansio.frames import Frame, Opcode, serialize_frame
 
 from ..serving import running_server
@@ -71,3 +73,43 @@ def client_frames(payloads: list[bytes]) -> list[bytes]:
     return [
         serialize_frame(Frame(Opcode.BINARY, payload), mask=os.urandom(4)) for payload in payloads
     ]
+
+
+async def test_kept_back_frames_that_find_the_transport_full_still_leave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The transport takes nothing at the moment the kept-back frame is
+    # flushed (after the handler yields elsewhere): the writer task must
+    # take over, on Trio from the callback task, on asyncio through the
+    # receiving task. Nothing else would ever write it.
+    full = False
+    real_direct_writer = wsserver._sending.direct_writer
+
+    def gated_direct_writer(stream: Any) -> Any:
+        write = real_direct_writer(stream)
+        if write is None:
+            return None
+        return lambda view: 0 if full else write(view)
+
+    monkeypatch.setattr(wsserver._sending, "direct_writer", gated_direct_writer)
+    released = anyio.Event()
+
+    async def answer_while_full_then_wait(websocket: Any) -> None:
+        nonlocal full
+        first = await websocket.recv()
+        full = True
+        await websocket.send(first)  # kept back: a second message is queued
+        await released.wait()
+        full = False
+        await websocket.send(await websocket.recv())
+
+    with anyio.fail_after(5):
+        async with running_server(answer_while_full_then_wait, ping_interval=None) as (_, uri):
+            client = await RawClient.open(port_of(uri))
+            await client.stream.send(b"".join(client_frames([b"one", b"two"])))
+            assert (await client.recv_frame()).data == b"one"
+            released.set()
+            assert (await client.recv_frame()).data == b"two"
+            await client.send_close()
+            assert await client.recv_close() == (1000, "")
+            await client.wait_for_eof()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import anyio
 import anyio.abc
@@ -30,15 +30,15 @@ from ._asyncio_stream import MAX_CALLS_WITHOUT_YIELD, AsyncioByteStream, wrap_ac
 from ._asyncio_stream import checkpoint_if_cancelled as _asyncio_checkpoint_if_cancelled
 from ._listeners import SocketListener, StreamFactory, adopt_socket, bind_tcp, bind_unix
 from ._parking import Parker, new_parker
+from ._soon import trio_call_soon
 
 MAX_READS_WITHOUT_YIELD = 32
 """Reads that found bytes at once, in a row, before a direct reader yields to the loop."""
 
 __all__ = [
-    "CheckpointWithoutWaiting", "Listener", "Parker", "PushReceiver", "checkpoint_if_cancelled",
-    "direct_reader", "direct_writer", "new_parker", "open_listeners", "push_receiver",
-    "running_loop",
-    "soon_caller",
+    "CheckpointWithoutWaiting", "Listener", "Parker", "PushReceiver", "SoonCaller",
+    "checkpoint_if_cancelled", "direct_reader", "direct_writer", "new_parker", "open_listeners",
+    "push_receiver", "running_loop", "soon_caller",
 ]
 
 Listener = anyio.abc.Listener[anyio.abc.ByteStream]
@@ -278,23 +278,36 @@ class _SocketReader:
         return data
 
 
-def soon_caller(stream: anyio.abc.ByteStream) -> Callable[[Callable[[], None]], object] | None:
+class SoonCaller(NamedTuple):
+    """How to run a callback once the running task yields, as :func:`soon_caller` finds it."""
+
+    call_soon: Callable[[Callable[[], None]], object]
+    """Takes a callback without arguments; runs it once the calling task yields."""
+    runs_in_task: bool
+    """True if callbacks run inside a task (Trio's runner), where a task group can
+    start tasks; False if they run from the loop itself (asyncio), where it cannot."""
+
+
+def soon_caller(stream: anyio.abc.ByteStream) -> SoonCaller | None:
     """A way to run a callback once the running task yields, for ``stream``; or None.
 
-    The asyncio lean stream offers its loop's ``call_soon``: a writer can keep
-    small frames back while its task is busy and write them together from the
-    callback, one system call for many frames. Trio has no such callback
-    (only a wake-up through its I/O manager, a system call itself), nor does
-    a TLS stream here, so both return ``None``: write at once.
+    A writer can then keep small frames back while its task is busy and write
+    them together from the callback: one system call for many frames. The
+    asyncio lean stream offers its loop's ``call_soon``; Trio's plain sockets
+    the run's callback task (:func:`~wsserver._transport._soon.trio_call_soon`:
+    a reschedule, no system call). TLS streams, which have no synchronous
+    writer, return ``None``: write at once.
 
     Args:
         stream: a stream accepted by a listener of :func:`open_listeners`.
 
     Returns:
-        A function taking a callback without arguments, or ``None``.
+        The caller, or ``None``.
     """
     if isinstance(stream, AsyncioByteStream):
-        return stream.call_soon
+        return SoonCaller(stream.call_soon, runs_in_task=False)
+    if isinstance(stream, anyio.abc.SocketStream) and running_loop() is None:
+        return SoonCaller(trio_call_soon(), runs_in_task=True)
     return None
 
 
