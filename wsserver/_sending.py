@@ -17,7 +17,7 @@ ends once the buffer is empty, so an idle connection keeps no task here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -62,6 +62,7 @@ class Outbox:
         "_buffered",
         "_checkpoint_without_waiting",
         "_chunks",
+        "_coalesce_below",
         "_core",
         "_deferred",
         "_drained",
@@ -107,6 +108,7 @@ class Outbox:
         # frames wait to leave in one write; see push().
         self._soon = soon_caller(stream) if self._write_now is not None else None
         self._more_coming: Callable[[], bool] | None = None
+        self._coalesce_below = min(COALESCE_BELOW_BYTES, write_limit)
         self._on_stalled: Callable[[], None] | None = None
         self._deferred = False
 
@@ -121,39 +123,36 @@ class Outbox:
         core call that may queue bytes.
         """
         writes = self._core.data_to_send()
-        if not writes:
-            return
-        if self._broken:
-            return  # the peer is gone: nothing will be written again
+        if not writes or self._broken:
+            return  # nothing new, or the peer is gone: nothing will be written again
         chunks = self._chunks
         if len(writes) == 1:
-            chunks.append(writes[0])
-            self._buffered += len(writes[0])
+            chunk = writes[0]
+            chunks.append(chunk)
+            self._buffered += len(chunk)
         else:
-            for chunk in _coalesce(writes):
-                chunks.append(chunk)
-                self._buffered += len(chunk)
-        if not self._writer_running:
-            if (
-                self._more_coming is not None
-                # Below write_limit too: send() never waits for kept-back bytes.
-                and self._buffered < min(COALESCE_BELOW_BYTES, self._write_limit)
-                and self._more_coming()
-            ):
-                # The handler has more messages queued and will be back in
-                # recv() at once: its answers leave together, in one write,
-                # when it takes the last one (flush_deferred), or at the
-                # latest once its task yields to the loop.
-                if not self._deferred:
-                    self._deferred = True
-                    assert self._soon is not None
-                    self._soon.call_soon(self._flush_soon)
-                return
-            self._deferred = False
-            self._write_what_fits()
-            if chunks:
-                self._writer_running = True
-                self._task_group.start_soon(self._new_writer)
+            for piece in _coalesce(writes):
+                chunks.append(piece)
+                self._buffered += len(piece)
+        if self._writer_running:
+            return  # it writes what was just queued too
+        more_coming = self._more_coming
+        # Below write_limit too: send() never waits for kept-back bytes.
+        if more_coming is not None and self._buffered < self._coalesce_below and more_coming():
+            # The handler has more messages queued and will be back in recv()
+            # at once: its answers leave together, in one write, when it takes
+            # the last one (flush_deferred), or at the latest once its task
+            # yields to the loop.
+            if not self._deferred:
+                self._deferred = True
+                assert self._soon is not None
+                self._soon.call_soon(self._flush_soon)
+            return
+        self._deferred = False
+        self._write_what_fits()
+        if chunks:
+            self._writer_running = True
+            self._task_group.start_soon(self._new_writer)
 
     def coalesce_while(
         self, more_coming: Callable[[], bool], on_stalled: Callable[[], None]
@@ -211,18 +210,18 @@ class Outbox:
             elif self._on_stalled is not None:
                 self._on_stalled()
 
-    async def wait_after_push(self) -> None:
-        """Await after :meth:`push`: room below ``write_limit``, or a cheap checkpoint.
+    def wait_after_push(self) -> Awaitable[None]:
+        """Await what this returns after :meth:`push`: room below ``write_limit``, or a checkpoint.
 
         When there is room already, this is a
         :class:`~wsserver._transport.CheckpointWithoutWaiting`: a sender that
         never has to wait costs no task switch per message yet cannot starve
-        the other tasks.
+        the other tasks. A plain function returning the awaitable: no
+        coroutine of its own per message.
         """
         if self._buffered > self._write_limit and not self._broken:
-            await self.wait_for_room()
-            return
-        await self._checkpoint_without_waiting()
+            return self.wait_for_room()
+        return self._checkpoint_without_waiting()
 
     async def wait_for_room(self) -> None:
         """Wait while more than ``write_limit`` bytes are left unwritten.

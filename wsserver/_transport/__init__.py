@@ -205,14 +205,17 @@ class CheckpointWithoutWaiting:
         self._calls = 0
         self._if_cancelled = checkpoint_if_cancelled()
 
-    async def __call__(self) -> None:
-        """Raise the caller's cancellation, if any; yield now and then."""
+    def __call__(self) -> Awaitable[None]:
+        """Raise the caller's cancellation, if any; yield now and then. Await what it returns.
+
+        A plain function handing back the loop's own awaitable, rather than a
+        coroutine awaiting it: one coroutine less to make and run per message.
+        """
         self._calls += 1
         if self._calls < MAX_CALLS_WITHOUT_YIELD:
-            await self._if_cancelled()
-        else:
-            self._calls = 0
-            await anyio.lowlevel.checkpoint()
+            return self._if_cancelled()
+        self._calls = 0
+        return anyio.lowlevel.checkpoint()
 
 
 def direct_reader(stream: anyio.abc.ByteStream) -> Callable[[int], Awaitable[bytes]] | None:
