@@ -24,7 +24,6 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import trio
-from anyio.abc import SocketAttribute
 
 from ._asyncio_stream import MAX_CALLS_WITHOUT_YIELD, AsyncioByteStream, wrap_accepted_socket
 from ._asyncio_stream import checkpoint_if_cancelled as _asyncio_checkpoint_if_cancelled
@@ -162,11 +161,8 @@ def direct_writer(stream: anyio.abc.ByteStream) -> Callable[[memoryview], int] |
     # is the stdlib socket under the Trio socket, so writing to it directly
     # while no send() runs keeps the byte order. anyio's asyncio stream has a
     # transport buffer in between, which must not be bypassed.
-    if isinstance(stream, anyio.abc.SocketStream) and running_loop() is None:
-        raw_socket = stream.extra(SocketAttribute.raw_socket)
-        if isinstance(raw_socket, socket.socket):
-            return _socket_writer(raw_socket)
-    return None
+    raw_socket = _plain_trio_socket(stream)
+    return None if raw_socket is None else _socket_writer(raw_socket)
 
 
 def checkpoint_if_cancelled() -> Callable[[], Awaitable[None]]:
@@ -238,10 +234,20 @@ def direct_reader(stream: anyio.abc.ByteStream) -> Callable[[int], Awaitable[byt
     Returns:
         The reader, or ``None`` (asyncio, TLS, any other stream).
     """
+    raw_socket = _plain_trio_socket(stream)
+    return None if raw_socket is None else _SocketReader(raw_socket).receive
+
+
+def _plain_trio_socket(stream: anyio.abc.ByteStream) -> socket.socket | None:
+    """The stdlib socket under ``stream`` if it is anyio's plain socket stream on Trio."""
     if isinstance(stream, anyio.abc.SocketStream) and running_loop() is None:
-        raw_socket = stream.extra(SocketAttribute.raw_socket)
+        # What stream.extra(SocketAttribute.raw_socket) returns, read from the
+        # abstract property every anyio socket stream implements: extra()
+        # first builds all the socket's attributes, with a getpeername()
+        # system call, once per connection and caller.
+        raw_socket = stream._raw_socket
         if isinstance(raw_socket, socket.socket):
-            return _SocketReader(raw_socket).receive
+            return raw_socket
     return None
 
 
