@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import email.utils
 import enum
 import logging
 import uuid
@@ -56,6 +55,7 @@ from .http11 import (
     Headers,
     Request,
     Response,
+    http_date,
     parse_request,
     serialize_response,
 )
@@ -197,8 +197,8 @@ class ServerConnection:
         max_line_bytes: int = MAX_LINE_BYTES,
         max_headers: int = MAX_HEADERS,
     ) -> None:
-        self.id: uuid.UUID = uuid.uuid4()
-        """Unique identifier of the connection, useful in logs."""
+        # Made when first read: most connections never log a line that needs it.
+        self._id: uuid.UUID | None = None
         self.logger: LoggerLike = logger or logging.getLogger("wsserver.server")
         """Logger for this connection."""
         self.origins = origins
@@ -238,6 +238,17 @@ class ServerConnection:
         next(self._parser)
 
     # Properties ------------------------------------------------------------------
+
+    @property
+    def id(self) -> uuid.UUID:
+        """Unique identifier of the connection, useful in logs."""
+        if self._id is None:
+            self._id = uuid.uuid4()
+        return self._id
+
+    @id.setter
+    def id(self, value: uuid.UUID) -> None:
+        self._id = value
 
     @property
     def state(self) -> State:
@@ -378,11 +389,10 @@ class ServerConnection:
                 "Failed to open a WebSocket connection.\n"
                 "See server log for more information.\n",
             )
-        headers = Headers(
-            Date=email.utils.formatdate(usegmt=True),
-            Upgrade="websocket",
-            Connection="Upgrade",
-        )
+        headers = Headers()
+        headers["Date"] = http_date()
+        headers["Upgrade"] = "websocket"
+        headers["Connection"] = "Upgrade"
         headers["Sec-WebSocket-Accept"] = accept_key(key)
         if extensions_header is not None:
             headers["Sec-WebSocket-Extensions"] = extensions_header
@@ -432,16 +442,14 @@ class ServerConnection:
             # field in a 426 response", and section 7.8: "A sender of Upgrade
             # MUST also send an "Upgrade" connection option in the Connection
             # header field". Whatever made the request fail.
-            headers = Headers(
-                Date=email.utils.formatdate(usegmt=True),
-                Connection="Upgrade, close",
-                Upgrade="websocket",
-            )
+            headers = Headers()
+            headers["Date"] = http_date()
+            headers["Connection"] = "Upgrade, close"
+            headers["Upgrade"] = "websocket"
         else:
-            headers = Headers(
-                Date=email.utils.formatdate(usegmt=True),
-                Connection="close",
-            )
+            headers = Headers()
+            headers["Date"] = http_date()
+            headers["Connection"] = "close"
         headers["Content-Length"] = str(len(body))
         headers["Content-Type"] = "text/plain; charset=utf-8"
         return Response(http_status.value, http_status.phrase, headers, body)
@@ -607,20 +615,7 @@ class ServerConnection:
         """Parse the request, wait for the response, then parse frames until a close."""
         try:
             if self._state is State.CONNECTING:
-                try:
-                    request = yield from parse_request(
-                        self._reader,
-                        max_line_bytes=self._max_line_bytes,
-                        max_headers=self._max_headers,
-                    )
-                except InvalidHandshake as exc:
-                    self._send_response(self._reject_handshake(exc))
-                else:
-                    if self._debug:
-                        self.logger.debug("< GET %s HTTP/1.1", request.path)
-                    self._events.append(request)
-                    while self._state is State.CONNECTING and not self._reader.at_eof:
-                        yield
+                yield from self._parse_request()
             if self._state is State.OPEN:
                 yield from self._parse_frames()
         except EOFError:
@@ -634,6 +629,27 @@ class ServerConnection:
             self._fail(CloseCode.INTERNAL_ERROR, "internal error")
         # After a close frame, an error or a rejection, nothing more is parsed.
         yield from self._discard()
+
+    def _parse_request(self) -> Generator[None, None, None]:
+        """Parse the request, then wait for the response to it.
+
+        A generator of its own, so that the request is not kept for the
+        connection's life by the frame of :meth:`_parse`.
+        """
+        try:
+            request = yield from parse_request(
+                self._reader,
+                max_line_bytes=self._max_line_bytes,
+                max_headers=self._max_headers,
+            )
+        except InvalidHandshake as exc:
+            self._send_response(self._reject_handshake(exc))
+            return
+        if self._debug:
+            self.logger.debug("< GET %s HTTP/1.1", request.path)
+        self._events.append(request)
+        while self._state is State.CONNECTING and not self._reader.at_eof:
+            yield
 
     def _discard(self) -> Generator[None, None, None]:
         """Drop incoming bytes until the peer closes, then mark the connection closed."""

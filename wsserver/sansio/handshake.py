@@ -50,12 +50,14 @@ _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _QUOTED = re.compile(r'"(?:[\x09\x20-\x21\x23-\x5b\x5d-\x7e]|\\[\x09\x20-\x7e])*"')
 _OWS = re.compile(r"[\t ]*")
 _QUOTED_PAIR = re.compile(r"\\(.)")
+# 16 bytes in base64 with its padding; every such string decodes to 16 bytes.
+_KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
 
 
 def accept_key(key: str) -> str:
     """Compute ``Sec-WebSocket-Accept`` from ``Sec-WebSocket-Key``."""
     digest = hashlib.sha1((key + GUID).encode()).digest()
-    return base64.b64encode(digest).decode()
+    return binascii.b2a_base64(digest, newline=False).decode()
 
 
 def _single(headers: Headers, name: str) -> str:
@@ -113,7 +115,10 @@ def parse_token_list(headers: Headers, name: str) -> list[str]:
     """
     tokens: list[str] = []
     for value in headers.get_all(name):
-        tokens.extend(_parse_list(value, name, _parse_token))  # type: ignore[arg-type]
+        if _TOKEN.fullmatch(value):  # the usual value: one token
+            tokens.append(value)
+        else:
+            tokens.extend(_parse_list(value, name, _parse_token))  # type: ignore[arg-type]
     return tokens
 
 
@@ -198,6 +203,8 @@ def check_request(headers: Headers) -> str:
         raise InvalidVersion("Sec-WebSocket-Version", version)
 
     key = _single(headers, "Sec-WebSocket-Key")
+    if _KEY.fullmatch(key):  # what every client sends: 16 bytes in base64
+        return key
     try:
         raw_key = base64.b64decode(key.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
@@ -216,13 +223,10 @@ def check_origin(headers: Headers, origins: Sequence[Origin] | None) -> str | No
 
     :raises InvalidOrigin: if the origin is not allowed (answered with 403).
     """
-    origin: str | None
-    try:
-        origin = headers["Origin"]
-    except KeyError:
-        origin = None
-    except MultipleValuesError:
-        raise InvalidHeader("Origin", "multiple values") from None
+    values = headers.get_all("Origin")
+    if len(values) > 1:
+        raise InvalidHeader("Origin", "multiple values")
+    origin: str | None = values[0] if values else None
     if origins is None:
         return origin
     for allowed in origins:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import re
 from collections.abc import Generator, Iterable, Iterator, Mapping, MutableMapping
 from http import HTTPStatus
@@ -19,6 +21,7 @@ __all__ = [
     "HeadersLike",
     "Request",
     "Response",
+    "http_date",
     "parse_request",
     "serialize_response",
 ]
@@ -34,6 +37,9 @@ _TOKEN_RE = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 # RFC 9110, section 5.5: field values are visible characters, spaces and tabs;
 # obs-text (bytes 0x80-0xff) is tolerated.
 _VALUE_RE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
+# RFC 9112, section 3.2: the request target, here in origin-form or absolute-form:
+# visible ASCII characters.
+_TARGET_RE = re.compile(rb"[\x21-\x7e]+")
 
 
 class Headers(MutableMapping[str, str]):
@@ -45,16 +51,22 @@ class Headers(MutableMapping[str, str]):
     on the wire; ``del headers[name]`` removes every value.
     """
 
-    __slots__ = ("_index", "_items", "_names")
+    # Every connection keeps its request's and its response's headers for its
+    # whole life, so they are stored compactly: two flat lists, no tuple, list
+    # or dict per header. A lookup scans the lowercase names, in C; a handshake
+    # has about a dozen headers, and at most MAX_HEADERS.
+    __slots__ = ("_fields", "_keys", "_repeats")
 
     def __init__(self, *args: HeadersLike, **kwargs: str) -> None:
-        self._items: list[tuple[str, str]] = []
-        self._index: dict[str, list[str]] = {}
-        # Lowercase name -> the spelling it first arrived with, for iteration.
-        self._names: dict[str, str] = {}
-        for arg in args:
-            self.update(arg)
-        self.update(kwargs)
+        # Names as spelled and values, alternating, in arrival order.
+        self._fields: list[str] = []
+        # The lowercase name of each header, in the same order.
+        self._keys: list[str] = []
+        # Whether a name came more than once; while none did (the usual
+        # case), the first header of a name is its only one.
+        self._repeats = False
+        if args or kwargs:
+            self.update(*args, **kwargs)
 
     def update(self, *args: object, **kwargs: str) -> None:
         """Add every header from a mapping, a :class:`Headers` or ``(name, value)`` pairs."""
@@ -69,66 +81,131 @@ class Headers(MutableMapping[str, str]):
                 self[name] = value
 
     def __getitem__(self, name: str) -> str:
-        values = self._index[name.lower()]
-        if len(values) > 1:
+        key = _lowercase(name)
+        keys = self._keys
+        if key not in keys:
+            raise KeyError(name)
+        position = keys.index(key)
+        if self._repeats and keys.count(key) > 1:
             raise MultipleValuesError(name)
-        return values[0]
+        return self._fields[2 * position + 1]
 
     def __setitem__(self, name: str, value: str) -> None:
-        self._items.append((name, value))
-        key = name.lower()
-        values = self._index.get(key)
-        if values is None:
-            self._index[key] = [value]
-            self._names[key] = name
-        else:
-            values.append(value)
+        key = _lowercase(name)
+        keys = self._keys
+        if key in keys:
+            self._repeats = True
+        keys.append(key)
+        fields = self._fields
+        fields.append(name)
+        fields.append(value)
 
     def __delitem__(self, name: str) -> None:
-        key = name.lower()
-        del self._index[key]
-        del self._names[key]
-        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+        key = _lowercase(name)
+        if key not in self._keys:
+            raise KeyError(name)
+        pairs = [pair for pair in self.raw_items() if _lowercase(pair[0]) != key]
+        self.clear()
+        self.update(pairs)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and _lowercase(name) in self._keys
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names.values())
+        fields = self._fields
+        if not self._repeats:
+            return iter(fields[::2])
+        # Each name once, as first spelled.
+        first: dict[str, str] = {}
+        for position, key in enumerate(self._keys):
+            if key not in first:
+                first[key] = fields[2 * position]
+        return iter(first.values())
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(set(self._keys)) if self._repeats else len(self._keys)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return self._index == other._index
+        return self._by_key() == other._by_key()
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._items!r})"
+        return f"{type(self).__name__}({list(self.raw_items())!r})"
 
     def __str__(self) -> str:
-        return "".join(f"{name}: {value}\r\n" for name, value in self._items) + "\r\n"
+        return "".join(f"{name}: {value}\r\n" for name, value in self.raw_items()) + "\r\n"
+
+    def _by_key(self) -> dict[str, list[str]]:
+        """Every value of each lowercase name, in order: what equality compares."""
+        values: dict[str, list[str]] = {}
+        fields = self._fields
+        for position, key in enumerate(self._keys):
+            values.setdefault(key, []).append(fields[2 * position + 1])
+        return values
 
     def copy(self) -> Headers:
         """Return a shallow copy."""
-        return Headers(self)
+        copy = Headers()
+        copy._fields = self._fields.copy()
+        copy._keys = self._keys.copy()
+        copy._repeats = self._repeats
+        return copy
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of ``name``, in order; ``[]`` when absent."""
-        return list(self._index.get(name.lower(), ()))
+        key = _lowercase(name)
+        keys = self._keys
+        if key not in keys:
+            return []
+        fields = self._fields
+        if not self._repeats:
+            return [fields[2 * keys.index(key) + 1]]
+        return [fields[2 * position + 1] for position, k in enumerate(keys) if k == key]
 
     def raw_items(self) -> Iterator[tuple[str, str]]:
         """Iterate over ``(name, value)`` pairs as received, repeats included."""
-        return iter(self._items)
+        fields = self._fields
+        return zip(fields[::2], fields[1::2], strict=True)
 
     def clear(self) -> None:
         """Remove every header."""
-        self._items.clear()
-        self._index.clear()
-        self._names.clear()
+        self._fields = []
+        self._keys = []
+        self._repeats = False
+
+
+# Header names as spelled -> (that spelling, its lowercase form), shared by
+# every Headers: each request would otherwise bring its own copies of the
+# same dozen names. Bounded, since clients choose the names: past the bound
+# names are lowercased afresh, which costs time, not correctness.
+_SPELLINGS: dict[str, tuple[str, str]] = {}
+_MAX_SPELLINGS = 512
+
+
+def _spelling(name: str) -> tuple[str, str]:
+    """Return ``name`` and its lowercase form, both shared when the name was seen before."""
+    known = _SPELLINGS.get(name)
+    if known is None:
+        known = (name, name.lower())
+        if len(_SPELLINGS) < _MAX_SPELLINGS:
+            _SPELLINGS[name] = known
+    return known
+
+
+def _lowercase(name: str) -> str:
+    return _spelling(name)[1]
+
+
+def _headers_of(fields: list[str], keys: list[str]) -> Headers:
+    """Wrap lists built by a parser: names and values alternating, and the lowercase names."""
+    headers = Headers()
+    headers._fields = fields
+    headers._keys = keys
+    headers._repeats = len(set(keys)) != len(keys)
+    return headers
 
 
 HeadersLike: TypeAlias = Headers | Mapping[str, str] | Iterable[tuple[str, str]]
@@ -162,12 +239,6 @@ class Response:
     body: bytes = b""
 
 
-def _decode_latin1(value: bytes) -> str:
-    # Header values are bytes on the wire; ISO-8859-1 maps each to one character
-    # so nothing is lost and the original bytes can be recovered.
-    return value.decode("iso-8859-1")
-
-
 def parse_request(
     reader: StreamReader,
     *,
@@ -182,6 +253,65 @@ def parse_request(
         with one ``Host`` header and without a body.
     :raises EOFError: if the stream ends before the request is complete.
     """
+    yield from reader.wait_for(1)
+    request = _parse_buffered_request(reader, max_line_bytes, max_headers)
+    if request is None:
+        request = yield from _parse_request_lines(reader, max_line_bytes, max_headers)
+    return request
+
+
+# A request head as clients send it, up to the empty line that ends it: a GET
+# for HTTP/1.1 with a target of visible characters, then header lines with a
+# token before the colon and field characters after it (RFC 9110, sections
+# 5.1 and 5.5; obs-text, bytes 0x80-0xff, tolerated). Neither part of a header
+# line can hold a CR or an LF, so the head is read in one linear pass.
+_REQUEST_HEAD_RE = re.compile(
+    rb"GET ([\x21-\x7e]+) HTTP/1\.1\r\n"
+    rb"((?:[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[\x09\x20-\x7e\x80-\xff]*\r\n)*)"
+    rb"\r\n"
+)
+
+
+def _parse_buffered_request(
+    reader: StreamReader, max_line_bytes: int, max_headers: int
+) -> Request | None:
+    """Parse a request buffered whole, when it is of the usual kind, in one pass.
+
+    The usual kind: it arrived in one read, matches the pattern above, fits
+    in ``max_line_bytes`` (so no line of it can pass the limit) and has at
+    most ``max_headers`` headers. For anything else, return ``None`` and
+    consume nothing: the line-by-line parser then gives the exact answer, and
+    for every request of the usual kind it would give this same one.
+    """
+    end = reader.find(b"\r\n\r\n", max_line_bytes)
+    if end < 0:
+        return None
+    head = reader.peek(end + 4)
+    match = _REQUEST_HEAD_RE.fullmatch(head)
+    if match is None:
+        return None
+    lines = match.group(2).decode("iso-8859-1").split("\r\n")
+    lines.pop()  # what follows the last CRLF: nothing
+    if len(lines) > max_headers:
+        return None
+    reader.skip(end + 4)
+    fields: list[str] = []
+    keys: list[str] = []
+    for line in lines:
+        name, _, value = line.partition(":")
+        name, key = _spelling(name)
+        fields.append(name)
+        fields.append(value.strip(" \t"))
+        keys.append(key)
+    headers = _headers_of(fields, keys)
+    _check_framing(headers)
+    return Request(match.group(1).decode("ascii"), headers)
+
+
+def _parse_request_lines(
+    reader: StreamReader, max_line_bytes: int, max_headers: int
+) -> Generator[None, None, Request]:
+    """Parse the request line by line, answering each line as soon as it is complete."""
     try:
         request_line = yield from reader.read_line(max_line_bytes)
     except OverflowError as exc:
@@ -198,7 +328,7 @@ def parse_request(
         raise InvalidMessage(f"unsupported HTTP version: {version[:20]!r}")
     if method != b"GET":
         raise InvalidMessage(f"unsupported HTTP method: {method[:20]!r}")
-    if not target or b"\x00" in target or any(c < 0x21 or c > 0x7E for c in target):
+    if not _TARGET_RE.fullmatch(target):
         raise InvalidMessage("invalid request target")
 
     headers = Headers()
@@ -221,8 +351,18 @@ def parse_request(
         value = value.strip(b" \t")
         if not _VALUE_RE.fullmatch(value):
             raise InvalidMessage(f"invalid header value: {line[:80]!r}")
-        headers[name.decode("ascii")] = _decode_latin1(value)
+        # Header values are bytes on the wire; ISO-8859-1 maps each to one
+        # character, so nothing is lost and the original bytes can be recovered.
+        headers[name.decode("ascii")] = value.decode("iso-8859-1")
+    _check_framing(headers)
+    return Request(target.decode("ascii"), headers)
 
+
+def _check_framing(headers: Headers) -> None:
+    """Refuse a request without exactly one ``Host``, or with a body.
+
+    :raises InvalidMessage: if it is one of those.
+    """
     # RFC 9112 section 3.2: exactly one Host header, or 400.
     if len(headers.get_all("Host")) != 1:
         raise InvalidMessage("request must have exactly one Host header")
@@ -231,7 +371,9 @@ def parse_request(
         raise InvalidMessage("request with Transfer-Encoding is not supported")
     if headers.get_all("Content-Length") not in ([], ["0"]):
         raise InvalidMessage("request with a body is not supported")
-    return Request(target.decode("ascii"), headers)
+
+
+_FORBIDDEN_IN_HEADERS_RE = re.compile("[\r\n\x00]")
 
 
 def serialize_response(response: Response) -> bytes:
@@ -241,14 +383,38 @@ def serialize_response(response: Response) -> bytes:
 
     :raises ValueError: if a header name or value contains a line break.
     """
-    lines = [f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n"]
-    has_length = False
-    for name, value in response.headers.raw_items():
-        if any(c in name or c in value for c in "\r\n\x00"):
-            raise ValueError(f"invalid character in header {name!r}")
-        has_length = has_length or name.lower() == "content-length"
-        lines.append(f"{name}: {value}\r\n")
-    if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS and not has_length:
-        lines.append(f"Content-Length: {len(response.body)}\r\n")
+    headers = response.headers
+    # One search over every name and value joined, rather than one per header.
+    if _FORBIDDEN_IN_HEADERS_RE.search("".join(headers._fields)):
+        for name, value in headers.raw_items():
+            if _FORBIDDEN_IN_HEADERS_RE.search(name + value):
+                raise ValueError(f"invalid character in header {name!r}")
+    lines = [f"HTTP/1.1 {response.status_code} {response.reason_phrase}"]
+    lines.extend(map(": ".join, headers.raw_items()))
+    if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS and (
+        "content-length" not in headers._keys
+    ):
+        lines.append(f"Content-Length: {len(response.body)}")
     lines.append("\r\n")
-    return "".join(lines).encode("iso-8859-1") + response.body
+    return "\r\n".join(lines).encode("iso-8859-1") + response.body
+
+
+# The last Date value made, and the second it stands for.
+_date_second = -1
+_date_text = ""
+
+
+def http_date() -> str:
+    """Return the current time as a ``Date`` header value (:rfc:`9110#section-5.6.7`).
+
+    Made once per second: formatting it took a tenth of a handshake's time in
+    the core. (The core reads the wall clock for this header only; it keeps
+    no time otherwise.)
+    """
+    global _date_second, _date_text
+    now = datetime.datetime.now(datetime.timezone.utc)
+    second = int(now.timestamp())
+    if second != _date_second:
+        _date_text = email.utils.format_datetime(now, usegmt=True)
+        _date_second = second
+    return _date_text

@@ -97,6 +97,21 @@ class StreamReader:
         start = self._offset + skip
         return bytes(self._buffer[start : start + n])
 
+    def find(self, sub: bytes, limit: int) -> int:
+        """Find ``sub`` within the first ``limit`` buffered bytes; never waits.
+
+        Returns:
+            Where ``sub`` starts, counted from the first buffered byte, or -1
+            when it is not wholly among those bytes.
+        """
+        start = self._offset
+        position = self._buffer.find(sub, start, start + limit)
+        return position if position < 0 else position - start
+
+    def skip(self, n: int) -> None:
+        """Drop the next ``n`` bytes; the caller checks first that they are buffered."""
+        self._consume_to(self._offset + n)
+
     def wait_for(self, n: int) -> Generator[None, None, None]:
         """Wait until at least ``n`` bytes are buffered.
 
