@@ -10,11 +10,17 @@ closing handshake must not wait for the handler.
 
 The close timeout is the deadline of the cancel scope the pump reads under,
 set by whoever starts the closing handshake (:meth:`Inbox.start_closing`).
+
+On asyncio's lean stream (push mode) the stream hands received bytes to the
+inbox from asyncio's ``data_received`` callback, so an open connection needs
+no receiving task at all: :meth:`Inbox.receive_pushed` sets that up, and the
+task is only started once there is something to wait for: the end of the
+closing handshake, within ``close_timeout``, and closing the stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -81,11 +87,14 @@ class Inbox:
         "_outbox",
         "_parts",
         "_pump_parker",
+        "_pushed",
         "_pusher",
         "_read_limit",
         "_scope",
         "_stopped",
         "_stream",
+        "_task",
+        "_task_group",
         "_text",
         "_unfed",
     )
@@ -132,9 +141,13 @@ class Inbox:
         self._dropping = False
         self._checkpoint_without_waiting = CheckpointWithoutWaiting()
         self._pusher: PushReceiver | None = None
+        self._pushed = False
         self._unfed = b""
         self._feeding = False
-        outbox.coalesce_while(self._has_queued, self._pump_parker.unpark)
+        # Push mode: the receiving task, started once one is needed (see receive_pushed).
+        self._task: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        outbox.coalesce_while(self._has_queued, self._on_stalled)
 
     # The handler's side -----------------------------------------------------------
 
@@ -197,12 +210,14 @@ class Inbox:
         """
         if drop_excess:
             self._dropping = True
-        if self._close_timeout is not None:
-            deadline = anyio.current_time() + self._close_timeout
-            if deadline < self._deadline:
-                self._deadline = deadline
-                if self._scope is not None:
-                    self._scope.deadline = deadline
+        if self._close_timeout is not None and self._deadline == float("inf"):
+            # The first call sets the deadline: the timeout is the same for
+            # every caller, so the earliest deadline is the first one.
+            self._deadline = anyio.current_time() + self._close_timeout
+            if self._scope is not None:
+                self._scope.deadline = self._deadline
+        if self._task is not None:
+            self._need_task()  # push mode: a task times the rest and closes the stream
         self._wake_reader()
 
     def stop(self) -> None:
@@ -213,11 +228,36 @@ class Inbox:
             self._scope.cancel()
         self._wake_reader()
 
+    def close(self) -> None:
+        """Stop reading for good, starting no task: the connection's task group is gone."""
+        self._task = None
+        self._finished = True
+        self.stop()
+        self._message_parker.unpark()
+
     def _wake_reader(self) -> None:
         if self._pusher is None:
-            self._pump_parker.unpark()
+            self._need_task()
         else:
             self._resume_pushed()
+
+    def _need_task(self) -> None:
+        """Wake the receiving task; in push mode, start it if it is not running yet."""
+        task = self._task
+        if task is None:
+            self._pump_parker.unpark()
+        else:
+            self._task = None
+            assert self._task_group is not None
+            self._task_group.start_soon(task)
+
+    def _on_stalled(self) -> None:
+        # Frames kept back by coalescing found the transport full (see
+        # Outbox.coalesce_while): flush_deferred() starts the writer task.
+        if self._task is None:
+            self._pump_parker.unpark()
+        else:
+            self._outbox.flush_deferred()
 
     def _resume_pushed(self) -> None:
         if self._feeding:
@@ -228,11 +268,42 @@ class Inbox:
 
     # The receiving task -----------------------------------------------------------
 
+    def receive_pushed(
+        self, task_group: anyio.abc.TaskGroup, task: Callable[[], Coroutine[Any, Any, None]]
+    ) -> bool:
+        """Receive from asyncio's callbacks, without a task, if the stream can push.
+
+        Frames that arrived with the handshake request are taken first. The
+        receiving task (``task``, which runs :meth:`pump`) is started in
+        ``task_group`` only once one is needed: when the closing handshake starts, when the
+        connection is dropped or when it is closed, to wait for the end
+        within ``close_timeout`` and close the stream. Call from a task, once.
+
+        Args:
+            task_group: the connection's task group.
+            task: the receiving task's function.
+
+        Returns:
+            Whether the stream pushes; if not, start the receiving task now.
+        """
+        pusher = push_receiver(self._stream)
+        if pusher is None:
+            return False
+        self._task_group = task_group
+        self._task = task
+        self._pushed = True
+        self._pusher = pusher
+        self._take_events()
+        pusher.push_to(self._on_pushed_data, self._on_pushed_end)
+        self._after_push()
+        return True
+
     async def pump(self) -> None:
         """Feed the core until the connection is closed; the only reader of the stream.
 
         Returns once the core is closed (the peer closed TCP), the close
         timeout expired, or :meth:`stop` was called; the core is closed then.
+        In push mode (:meth:`receive_pushed`) it only waits for that.
         """
         core = self._core
         stream = self._stream
@@ -244,12 +315,13 @@ class Inbox:
                 self._scope = scope
                 if self._stopped:
                     scope.cancel()
-                # Frames that arrived with the handshake request are parsed already.
-                self._take_events()
-                pusher = push_receiver(stream)
-                if pusher is not None:
-                    await self._receive_pushed(pusher)
-                while core.state is not State.CLOSED:
+                pushed = self._pushed
+                if pushed:
+                    await self._wait_pushed()
+                else:
+                    # Frames that arrived with the handshake request are parsed already.
+                    self._take_events()
+                while core.state is not State.CLOSED and not pushed:
                     if self._full() and core.state is State.OPEN:
                         await self._wait_for_room()
                         continue
@@ -277,21 +349,15 @@ class Inbox:
 
     # Push mode (asyncio's lean stream) -------------------------------------------
 
-    async def _receive_pushed(self, pusher: PushReceiver) -> None:
-        """Let the stream feed the core from asyncio's callback; wait for the end.
+    async def _wait_pushed(self) -> None:
+        """Wait, under the close timeout's scope, until the pushed connection is closed.
 
         The same receiving side as the loop in :meth:`pump`, driven by the
         transport instead of a read: each chunk is fed to the core where it
         arrives, so a message reaches a waiting ``recv()`` in one turn of the
-        loop. Back-pressure pauses the transport's reading.
-
-        The core's answers (pongs, the close echo) are written from this task,
-        which the callback wakes: asyncio's callbacks run outside any task,
-        where the outbox could not start its writer task, nor a cancel scope's
-        deadline be read from the clock.
+        loop, and the core's answers (pongs, the close echo) leave from the
+        same callback. Back-pressure pauses the transport's reading.
         """
-        self._pusher = pusher
-        pusher.push_to(self._on_pushed_data, self._on_pushed_end)
         while self._pusher is not None and self._core.state is not State.CLOSED:
             await self._pump_parker.park()
             self._answer()
@@ -309,6 +375,8 @@ class Inbox:
         self._after_push()
 
     def _on_pushed_end(self) -> None:
+        if self._stopped:
+            return
         self._core.receive_eof()
         self._take_events()
         self._after_push()
@@ -336,7 +404,7 @@ class Inbox:
         core = self._core
         if core.state is State.CLOSED:
             self._pusher = None
-            self._pump_parker.unpark()
+            self._need_task()  # to close the stream
         elif self._unfed or (self._full() and core.state is State.OPEN):
             pusher.pause_pushing()
         else:
@@ -350,7 +418,10 @@ class Inbox:
         if self._pusher is None:
             self._answer()
         elif core.has_data_to_send() or core.close_expected():
-            self._pump_parker.unpark()  # the receiving task answers: see _receive_pushed
+            if self._task is None:
+                self._pump_parker.unpark()  # the receiving task answers: see _wait_pushed
+            else:
+                self._answer()  # no task yet: from the callback, which may start it
 
     def _has_queued(self) -> bool:
         return self._head < len(self._messages)

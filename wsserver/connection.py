@@ -512,7 +512,8 @@ class WebSocketServerProtocol:
                         close_timeout=options.close_timeout, logger=self.logger,
                         on_pong=self._receive_pong, closed_exception=self._closed_exception,
                     )
-                    task_group.start_soon(self._receive)
+                    if not self._inbox.receive_pushed(task_group, self._receive):
+                        task_group.start_soon(self._receive)
                     if options.ping_interval is not None:
                         task_group.start_soon(
                             _timers.keepalive, self, options.ping_interval, options.ping_timeout
@@ -521,6 +522,8 @@ class WebSocketServerProtocol:
                     await self.close()
                 task_group.cancel_scope.cancel()
         finally:
+            if self._inbox is not None:
+                self._inbox.close()  # and its task with the task group: start no other
             if self._outbox is not None:
                 self._outbox.close()  # its writer task is gone with the task group
             await self._abort()
@@ -557,6 +560,11 @@ class WebSocketServerProtocol:
         stream = self._stream
         if stream is not None and not self._aborted:
             self._aborted = True
+            abort = getattr(stream, "abort", None)
+            if abort is not None:
+                # The asyncio lean stream closes at once, with no scope to cancel.
+                abort()
+                return
             with anyio.CancelScope(shield=True) as scope:
                 # Cancelled from the start (cheaper than a deadline of now): a
                 # close that would wait for the peer is cut short at once.
@@ -576,7 +584,7 @@ class WebSocketServerProtocol:
             waiter._resolve(None)
         self._pings.clear()
         if self._inbox is not None:
-            self._inbox.stop()
+            self._inbox.close()
         # Checked first: the arguments cost more than the call when INFO is off.
         if core.handshake_exc is None and self.logger.isEnabledFor(logging.INFO):
             self.logger.info("connection closed: %s", _who_closed(core))

@@ -52,6 +52,17 @@ try:
 except (ImportError, AttributeError):  # a future anyio moved it: the public way
     from anyio.lowlevel import checkpoint_if_cancelled
 
+try:
+    # How anyio's own runner tells sniffio which loop runs (a context variable).
+    from anyio._core._eventloop import reset_current_async_library, set_current_async_library
+except ImportError:  # a future anyio moved them: callbacks then need anyio.run()
+    # Stand-ins that do nothing (ignore[misc]: not anyio's exact signatures).
+    def set_current_async_library(asynclib_name: str | None) -> None:  # type: ignore[misc]
+        return None
+
+    def reset_current_async_library(token: Any) -> None:  # type: ignore[misc]
+        return None
+
 __all__ = [
     "DEFAULT_READ_HIGH_WATER_BYTES",
     "DEFAULT_RECEIVE_MAX_BYTES",
@@ -307,6 +318,21 @@ class AsyncioByteStream(ByteStream):
         finally:
             if waiter in self._close_waiters:
                 self._close_waiters.remove(waiter)
+
+    def abort(self) -> None:
+        """Close the connection now, neither flushing nor waiting, as a cancelled :meth:`aclose`.
+
+        Synchronous, so that dropping a connection costs no cancel scope (in
+        anyio, cancelling one formats the running task's repr, a tenth of a
+        connection's start-up and teardown in a handshake profile).
+        """
+        if not self._is_closed:
+            self._is_closed = True
+            self._chunks.clear()
+            self._buffered = 0
+            _wake(self._read_waiter)
+            _wake(self._drain_waiter)
+        self._transport.abort()
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
@@ -596,7 +622,15 @@ async def wrap_accepted_socket(
         raise ValueError(
             f"write_high_water_bytes must not be negative, got {write_high_water_bytes}"
         )
-    _, protocol = await asyncio.get_running_loop().connect_accepted_socket(
-        lambda: _StreamProtocol(read_high_water_bytes, write_high_water_bytes), sock
-    )
+    # The transport's callbacks run in the context they were scheduled from,
+    # copied here: marked as asyncio's, anyio works in them (a task group can
+    # start a task, the clock can be read) even under a plain asyncio.run(),
+    # where anyio would find no task to tell the loop by.
+    token = set_current_async_library("asyncio")
+    try:
+        _, protocol = await asyncio.get_running_loop().connect_accepted_socket(
+            lambda: _StreamProtocol(read_high_water_bytes, write_high_water_bytes), sock
+        )
+    finally:
+        reset_current_async_library(token)
     return protocol.stream
