@@ -68,8 +68,9 @@ def test_answers_leave_under_plain_asyncio_run() -> None:
     """Under asyncio.run() alone (no anyio runner), as in production.
 
     There asyncio's protocol callbacks run outside any task, where anyio
-    cannot start a task or read its clock: the close echo and the half-close
-    after it must still leave, and nothing fail in a callback.
+    finds no loop unless the stream marks their context as asyncio's: the
+    close echo and the half-close after it (which starts a task from the
+    callback) must still leave, and nothing fail in a callback.
     """
     failures: list[dict[str, Any]] = []
 
