@@ -15,6 +15,12 @@ Every contender does the same work an I/O layer would ask of it:
   each chunk), and collect one event per frame;
 - **1 MiB unmasking**: feed one masked binary frame of 1 MiB and collect it.
 
+A second table gives the bytes each contender's connection keeps once the
+handshake is over, with what an I/O layer keeps beside it (wsserver: the core
+and the request's and response's headers; websockets: the protocol, request
+and response; wsproto: the connection and the request event), measured with
+``tracemalloc`` over 1,000 handshakes of distinct keys.
+
 ``wsserver`` is :class:`wsserver.sansio.ServerConnection` as installed (the
 mypyc-compiled core and C unmasking when ``wsserver.HAS_SPEEDUPS``);
 ``wsserver-py`` is the same package's sources run as pure Python, loaded a
@@ -37,6 +43,7 @@ from __future__ import annotations
 import argparse
 import base64
 import cProfile
+import gc
 import importlib.util
 import os
 import pstats
@@ -44,6 +51,7 @@ import struct
 import sys
 import time
 import timeit
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +66,13 @@ MIN_ROUND_SECONDS = 0.1
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2
 
+KEY = base64.b64encode(os.urandom(16))
 HANDSHAKE_REQUEST = (
     b"GET /chat HTTP/1.1\r\n"
     b"Host: 127.0.0.1:8765\r\n"
     b"Upgrade: websocket\r\n"
     b"Connection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) + b"\r\n"
+    b"Sec-WebSocket-Key: " + KEY + b"\r\n"
     b"Sec-WebSocket-Version: 13\r\n"
     b"Origin: http://127.0.0.1:8765\r\n"
     b"User-Agent: bench_sansio\r\n"
@@ -115,6 +124,9 @@ class Contender:
     name: str
     handshake: Callable[[bytes], bytes]
     open_connection: Callable[[], Callable[[list[bytes]], int]]
+    # The handshake again, returning what an I/O layer keeps for the
+    # connection's life afterwards (for the memory table).
+    keep: Callable[[bytes], object]
 
 
 def load_pure_sansio() -> ModuleType:
@@ -178,7 +190,17 @@ def wsserver_contender(sansio: ModuleType | None = None, name: str = "wsserver")
 
         return feed
 
-    return Contender(name, handshake, open_connection)
+    def keep(request: bytes) -> object:
+        # wsserver's connection keeps its core, request_headers and response_headers.
+        connection = ServerConnection()
+        connection.receive_data(request)
+        (event,) = connection.events_received()
+        response = connection.accept(event)
+        connection.send_response(response)
+        connection.data_to_send()
+        return connection, event.headers, response.headers
+
+    return Contender(name, handshake, open_connection, keep)
 
 
 def websockets_contender() -> Contender:
@@ -208,7 +230,17 @@ def websockets_contender() -> Contender:
 
         return feed
 
-    return Contender("websockets", handshake, open_connection)
+    def keep(request: bytes) -> object:
+        # websockets' asyncio connection keeps its protocol, request and response.
+        protocol = ServerProtocol()
+        protocol.receive_data(request)
+        (event,) = protocol.events_received()
+        response = protocol.accept(event)  # type: ignore[arg-type]
+        protocol.send_response(response)
+        protocol.data_to_send()
+        return protocol, event, response
+
+    return Contender("websockets", handshake, open_connection, keep)
 
 
 def wsproto_contender() -> Contender:
@@ -241,7 +273,14 @@ def wsproto_contender() -> Contender:
 
         return feed
 
-    return Contender("wsproto", handshake, open_connection)
+    def keep(request: bytes) -> object:
+        connection = WSConnection(ConnectionType.SERVER)
+        connection.receive_data(request)
+        (event,) = list(connection.events())
+        connection.send(AcceptConnection())
+        return connection, event
+
+    return Contender("wsproto", handshake, open_connection, keep)
 
 
 # -- scenarios ------------------------------------------------------------------
@@ -341,6 +380,33 @@ def best_rates(works: dict[str, tuple[Callable[[], object], int]], rounds: int) 
     return {name: works[name][1] / seconds for name, seconds in best.items()}
 
 
+KEPT_CONNECTIONS = 1000
+
+
+def bytes_kept(contender: Contender) -> float:
+    """Bytes held per connection by what ``contender.keep`` returns, after a handshake each.
+
+    Every connection gets its own key, as on a real server; the requests
+    are built before tracing starts.
+    """
+    requests = [
+        HANDSHAKE_REQUEST.replace(KEY, base64.b64encode(os.urandom(16)))
+        for _ in range(KEPT_CONNECTIONS)
+    ]
+    contender.keep(requests[0])  # first-use caches are not per connection
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [contender.keep(request) for request in requests]
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del kept
+    return (after - before) / KEPT_CONNECTIONS
+
+
 def format_rate(value: float) -> str:
     if value >= 100_000:
         return f"{value / 1000:,.0f}k"
@@ -434,6 +500,18 @@ def main() -> None:
             f"| {scenario.label} | {scenario.unit} | {' | '.join(figures)} | {scenario.target} |",
             flush=True,
         )
+
+    print(
+        f"\nKept per connection after the handshake, in bytes (tracemalloc, "
+        f"{KEPT_CONNECTIONS:,} connections; lower is better):\n"
+    )
+    print("| " + " | ".join(c.name for c in contenders) + " | "
+          + " | ".join(f"{name}/websockets" for name in ours) + " |")  # fmt: skip
+    print("|" + "--:|" * (len(contenders) + len(ours)))
+    kept = {contender.name: bytes_kept(contender) for contender in contenders}
+    figures = [f"{kept[c.name]:,.0f}" for c in contenders]
+    figures += [f"{kept[name] / kept['websockets']:.2f}x" for name in ours]
+    print("| " + " | ".join(figures) + " |", flush=True)
 
     if args.profile:
         profile_wsserver(contenders[0])
