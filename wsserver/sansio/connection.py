@@ -215,7 +215,8 @@ class ServerConnection:
         """Why the opening handshake failed, or ``None``."""
         self.extensions: list[Extension] = []
         self.subprotocol: Subprotocol | None = None
-        self._pending: tuple[list[Extension], Subprotocol | None] = ([], None)
+        # What accept() negotiated, until the 101 is sent; then None.
+        self._pending: tuple[list[Extension], Subprotocol | None] | None = None
 
         self.close_rcvd: Close | None = None
         self.close_sent: Close | None = None
@@ -475,7 +476,9 @@ class ServerConnection:
     def _send_response(self, response: Response) -> None:
         self._writes.append(serialize_response(response))
         if response.status_code == HTTPStatus.SWITCHING_PROTOCOLS:
-            self.extensions, self.subprotocol = self._pending
+            if self._pending is not None:
+                self.extensions, self.subprotocol = self._pending
+                self._pending = None
             self._transition(_Transition.ACCEPT)
         else:
             if self.handshake_exc is None:
