@@ -252,15 +252,26 @@ def _plain_trio_socket(stream: anyio.abc.ByteStream) -> socket.socket | None:
 
 
 class _SocketReader:
-    __slots__ = ("_reads", "_sock")
+    __slots__ = ("_drained", "_reads", "_sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._reads = 0
+        self._drained = False
 
     async def receive(self, max_bytes: int) -> bytes:
         # The checkpoint comes before the read: cancelled, it loses no bytes.
-        if self._reads < MAX_READS_WITHOUT_YIELD:
+        if self._drained:
+            # The last read took all the kernel had, so the peer has probably
+            # sent nothing since: it is waiting for an answer. Let the handler
+            # the last read woke send it first, and only then try again (a
+            # read now would fail, and cost a registration with epoll, before
+            # the answer left). Trio runs each batch of ready tasks in either
+            # order, so only a second yield puts this read behind the handler.
+            self._reads = 0
+            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
+        elif self._reads < MAX_READS_WITHOUT_YIELD:
             self._reads += 1
             await trio.lowlevel.checkpoint_if_cancelled()
         else:
@@ -284,6 +295,7 @@ class _SocketReader:
             break
         if not data:
             raise anyio.EndOfStream
+        self._drained = len(data) < max_bytes
         return data
 
 
