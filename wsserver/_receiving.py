@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 
 from ._sending import Outbox
+from ._timers import Keepalive
 from ._transport import (
     CheckpointWithoutWaiting,
     PushReceiver,
@@ -78,6 +79,7 @@ class Inbox:
         "_finished",
         "_getting",
         "_head",
+        "_keepalive",
         "_logger",
         "_low_water",
         "_max_queue",
@@ -90,6 +92,7 @@ class Inbox:
         "_pushed",
         "_pusher",
         "_read_limit",
+        "_receive",
         "_scope",
         "_stopped",
         "_stream",
@@ -142,6 +145,8 @@ class Inbox:
         self._checkpoint_without_waiting = CheckpointWithoutWaiting()
         self._pusher: PushReceiver | None = None
         self._pushed = False
+        self._keepalive: Keepalive | None = None
+        self._receive: Callable[[int], Awaitable[bytes]] | None = None
         self._unfed = b""
         self._feeding = False
         # Push mode: the receiving task, started once one is needed (see receive_pushed).
@@ -306,36 +311,29 @@ class Inbox:
         In push mode (:meth:`receive_pushed`) it only waits for that.
         """
         core = self._core
-        stream = self._stream
-        read_limit = self._read_limit
-        compressed = bool(core.extensions)
-        receive: Callable[[int], Awaitable[bytes]] = direct_reader(stream) or stream.receive
+        keepalive = self._keepalive
         try:
             with anyio.CancelScope(deadline=self._deadline) as scope:
                 self._scope = scope
                 if self._stopped:
                     scope.cancel()
-                pushed = self._pushed
-                if pushed:
+                if self._pushed:
                     await self._wait_pushed()
                 else:
                     # Frames that arrived with the handshake request are parsed already.
                     self._take_events()
-                while core.state is not State.CLOSED and not pushed:
-                    if self._full() and core.state is State.OPEN:
-                        await self._wait_for_room()
-                        continue
-                    try:
-                        data = await receive(read_limit)
-                    except _READ_ERRORS:
-                        core.receive_eof()
-                        self._take_events()
-                        break
-                    if compressed:
-                        await self._feed_in_slices(data)
-                    else:
-                        core.receive_data(data)
-                        self._take_events()
+                    if keepalive is None:
+                        await self._pull()
+                    while keepalive is not None and core.state is not State.CLOSED:
+                        # The keepalive's deadline: a cancelled read loses no
+                        # bytes (time_keepalive only lets direct readers here).
+                        with anyio.CancelScope(deadline=keepalive.deadline) as tick:
+                            keepalive.scope = tick
+                            await self._pull()
+                        keepalive.scope = None
+                        if not tick.cancelled_caught:
+                            break
+                        keepalive.fire()
             if scope.cancelled_caught and not self._stopped:
                 self._logger.info(
                     "closing handshake timed out after %ss", self._close_timeout
@@ -346,6 +344,58 @@ class Inbox:
             if core.state is not State.CLOSED:
                 core.receive_eof()  # dropped without a closing handshake: 1006
             self._message_parker.unpark()
+
+    async def _pull(self) -> None:
+        """Read and feed the core until it is closed or the stream ends."""
+        core = self._core
+        read_limit = self._read_limit
+        compressed = bool(core.extensions)
+        receive = self._receive
+        if receive is None:
+            receive = self._receive = direct_reader(self._stream) or self._stream.receive
+        while core.state is not State.CLOSED:
+            if self._unfed:
+                # Cut short by the keepalive's deadline while waiting for room.
+                await self._feed_in_slices(b"")
+                continue
+            if self._full() and core.state is State.OPEN:
+                await self._wait_for_room()
+                continue
+            try:
+                data = await receive(read_limit)
+            except _READ_ERRORS:
+                core.receive_eof()
+                self._take_events()
+                return
+            if compressed:
+                await self._feed_in_slices(data)
+            else:
+                core.receive_data(data)
+                self._take_events()
+
+    def time_keepalive(self, keepalive: Keepalive) -> bool:
+        """Run ``keepalive`` without a task of its own, if this stream allows; start it then.
+
+        In push mode on a loop timer of the stream; on a stream read
+        directly (Trio's plain sockets) as the deadline of a cancel scope
+        :meth:`pump` reads under, which a cancelled read survives. Call from
+        a task, after :meth:`receive_pushed`.
+
+        Returns:
+            Whether it runs so; if not, the caller runs the keepalive task.
+        """
+        if self._pushed:
+            call_later = getattr(self._stream, "call_later", None)
+            if call_later is None:
+                return False
+            keepalive.start(call_later)
+            return True
+        self._receive = direct_reader(self._stream)
+        if self._receive is None:
+            return False
+        self._keepalive = keepalive
+        keepalive.start()
+        return True
 
     # Push mode (asyncio's lean stream) -------------------------------------------
 
@@ -482,10 +532,15 @@ class Inbox:
             await self._pump_parker.park()
 
     async def _feed_in_slices(self, data: bytes) -> None:
-        """Feed compressed bytes a slice at a time, waiting for room between slices."""
-        core = self._core
-        for start in range(0, len(data), INFLATE_SLICE_BYTES):
-            if self._full() and core.state is State.OPEN:
+        """Feed compressed bytes a slice at a time, waiting for room between slices.
+
+        What is not fed yet waits in ``_unfed``: a wait cut short by
+        cancellation loses none of it.
+        """
+        self._unfed += data
+        while self._unfed:
+            if self._full() and self._core.state is State.OPEN:
                 await self._wait_for_room()
-            core.receive_data(data[start:start + INFLATE_SLICE_BYTES])
-            self._take_events()
+                if self._stopped:
+                    return  # _wait_for_room() returns at once from now on
+            self._feed_unfed()

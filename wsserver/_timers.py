@@ -1,5 +1,11 @@
 """Keepalive: a ping every ``ping_interval``, a pong expected within ``ping_timeout``.
 
+:class:`Keepalive` needs no task of its own: on asyncio's lean stream its
+deadlines are loop timers (the stream's ``call_later``), on Trio's plain
+sockets the deadline of a cancel scope the receiving task reads under
+(:meth:`wsserver._receiving.Inbox.time_keepalive`). Elsewhere (TLS) the
+:func:`keepalive` task pings, since cancelling a TLS read midway is not safe.
+
 The other timers of a connection are deadlines of cancel scopes where the
 waiting happens: ``open_timeout`` around the opening handshake
 (:mod:`wsserver._opening`), ``close_timeout`` on the scope the receiving task
@@ -10,8 +16,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -21,7 +27,112 @@ from .sansio.frames import CloseCode
 if TYPE_CHECKING:
     from .connection import WebSocketServerProtocol
 
-__all__ = ["PongWaiter", "keepalive", "unused_ping_payload"]
+__all__ = ["Keepalive", "PongWaiter", "keepalive", "unused_ping_payload"]
+
+
+class _TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+CallLater = Callable[[float, Callable[[], None]], _TimerHandle]
+"""Runs a callback after a delay in seconds, as ``loop.call_later`` does."""
+
+
+class Keepalive:
+    """The keepalive of one connection, without a task: whoever owns a timer calls :meth:`fire`.
+
+    :meth:`fire` is due at :attr:`deadline` (on the anyio clock), or is run
+    by the ``call_later`` given to :meth:`start`. It sends a ping when one is
+    due, and drops the connection with 1011 when a ping went unanswered for
+    ``timeout`` seconds; :meth:`answered` (after every pong) schedules the
+    next ping ``interval`` seconds later. Every method is synchronous, safe
+    to call from asyncio's callbacks.
+
+    Args:
+        ws: the connection.
+        interval: seconds between a pong and the next ping.
+        timeout: seconds a ping may wait for its pong; ``None``: no limit.
+    """
+
+    __slots__ = (
+        "_call_later", "_handle", "_interval", "_timeout", "_waiter", "_ws", "deadline", "scope",
+    )
+
+    def __init__(
+        self, ws: WebSocketServerProtocol, interval: float, timeout: float | None
+    ) -> None:
+        self._ws = ws
+        self._interval = interval
+        self._timeout = timeout
+        self._waiter: PongWaiter | None = None
+        self._call_later: CallLater | None = None
+        self._handle: _TimerHandle | None = None
+        self.deadline = float("inf")
+        """When :meth:`fire` is due, if no ``call_later`` runs it."""
+        self.scope: anyio.CancelScope | None = None
+        """The cancel scope whose deadline follows :attr:`deadline`, if any."""
+
+    def start(self, call_later: CallLater | None = None) -> None:
+        """Schedule the first ping; call from a task, once the connection is open.
+
+        Args:
+            call_later: a loop timer that will run :meth:`fire`; without one,
+                the caller runs it at :attr:`deadline`.
+        """
+        self._call_later = call_later
+        self._schedule(self._interval)
+
+    def stop(self) -> None:
+        """Cancel the pending timer: the connection is closed."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
+        self.deadline = float("inf")
+
+    def fire(self) -> None:
+        """Ping if a ping is due; drop the connection if the last one went unanswered."""
+        self._handle = None
+        ws = self._ws
+        if ws.protocol.state is not State.OPEN:
+            self.deadline = float("inf")
+            return
+        if self._waiter is not None:
+            ws.logger.info("no pong within %ss: closing with 1011", self._timeout)
+            ws._drop(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self.deadline = float("inf")
+            return
+        payload = unused_ping_payload(ws._pings)
+        try:
+            ws._queue(ws.protocol.send_ping, payload)
+        except ConnectionClosed:
+            self.deadline = float("inf")
+            return
+        self._waiter = ws._pings[payload] = PongWaiter(ws)
+        ws._outbox.push()
+        self._schedule(self._timeout)
+
+    def answered(self) -> None:
+        """Note a pong: once the keepalive's ping is answered, the next is due in ``interval``."""
+        waiter = self._waiter
+        if waiter is None or not waiter.done():
+            return
+        self._waiter = None
+        if waiter._latency is not None:
+            self._ws.latency = waiter._latency
+        self._schedule(self._interval)
+
+    def _schedule(self, delay: float | None) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
+        if delay is None:
+            self.deadline = float("inf")
+        elif self._call_later is not None:
+            self._handle = self._call_later(delay, self.fire)
+        else:
+            self.deadline = anyio.current_time() + delay
+        if self.scope is not None:
+            self.scope.deadline = self.deadline
 
 
 async def keepalive(ws: WebSocketServerProtocol, interval: float, timeout: float | None) -> None:

@@ -28,7 +28,7 @@ from . import _opening, _proxy, _timers
 from ._opening import takes_path
 from ._receiving import Data, Inbox
 from ._sending import Outbox, send_fragments
-from ._timers import PongWaiter, unused_ping_payload
+from ._timers import Keepalive, PongWaiter, unused_ping_payload
 from .options import (
     DEFAULT_SERVER_HEADER,
     ConnectionOptions,
@@ -138,6 +138,7 @@ class WebSocketServerProtocol:
         self._inbox: Inbox | None = None
         self._sending_fragments: anyio.Event | None = None
         self._pings: dict[bytes, PongWaiter] = {}
+        self._keepalive: Keepalive | None = None
         self._is_closed = False
         # Made when someone waits: an idle connection keeps no event for it.
         self._closed_event: anyio.Event | None = None
@@ -419,6 +420,8 @@ class WebSocketServerProtocol:
                 del self._pings[key]
                 earlier._resolve(now - earlier.sent_at)
         waiter._resolve(now - waiter.sent_at)
+        if self._keepalive is not None:
+            self._keepalive.answered()
 
     # Closing ----------------------------------------------------------------------
 
@@ -515,9 +518,14 @@ class WebSocketServerProtocol:
                     if not self._inbox.receive_pushed(task_group, self._receive):
                         task_group.start_soon(self._receive)
                     if options.ping_interval is not None:
-                        task_group.start_soon(
-                            _timers.keepalive, self, options.ping_interval, options.ping_timeout
-                        )
+                        keepalive = Keepalive(self, options.ping_interval, options.ping_timeout)
+                        if self._inbox.time_keepalive(keepalive):
+                            self._keepalive = keepalive
+                        else:
+                            task_group.start_soon(
+                                _timers.keepalive, self, options.ping_interval,
+                                options.ping_timeout,
+                            )
                     await self._run_handler()
                     await self.close()
                 task_group.cancel_scope.cancel()
@@ -578,6 +586,8 @@ class WebSocketServerProtocol:
         if core.state is not State.CLOSED:
             core.receive_eof()
         self._is_closed = True
+        if self._keepalive is not None:
+            self._keepalive.stop()
         if self._closed_event is not None:
             self._closed_event.set()
         for waiter in self._pings.values():

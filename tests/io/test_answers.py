@@ -100,5 +100,36 @@ def test_answers_leave_under_plain_asyncio_run() -> None:
     assert failures == []
 
 
+def test_keepalive_pings_and_drops_under_plain_asyncio_run() -> None:
+    """The keepalive runs on loop timers there: its ping leaves, and a client
+    that never answers is dropped with 1011, with nothing failing in a callback."""
+    failures: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: failures.append(context))
+        async with serve(
+            receive_forever, "127.0.0.1", 0, ping_interval=0.05, ping_timeout=0.05
+        ) as server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(handshake_request())
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101 ")
+            # A ping with 4 bytes of payload, then the close frame with 1011.
+            rest = await reader.read()
+            assert rest[:2] == b"\x89\x04"
+            assert rest[6:10] == b"\x88\x18\x03\xf3"  # 1011, "keepalive ping timeout"
+            writer.close()
+            await writer.wait_closed()
+
+    async def bounded() -> None:
+        async with asyncio.timeout(5):
+            await main()
+
+    asyncio.run(bounded())
+    assert failures == []
+
+
 def client_frame(opcode: Opcode, data: bytes) -> bytes:
     return serialize_frame(Frame(opcode, data), mask=os.urandom(4))

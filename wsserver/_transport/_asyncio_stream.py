@@ -269,6 +269,22 @@ class AsyncioByteStream(ByteStream):
         """Run ``callback()`` from the loop once the running task yields (``loop.call_soon``)."""
         self._loop.call_soon(callback)
 
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        """Run ``callback()`` from the loop in ``delay`` seconds (``loop.call_later``).
+
+        What a keepalive without a task of its own times its pings with; the
+        callback runs, like the stream's own, where anyio finds the loop.
+
+        Returns:
+            The timer; ``cancel()`` it to call nothing.
+        """
+        # Marked as asyncio's, like the stream's callbacks (see wrap_accepted_socket).
+        token = set_current_async_library("asyncio")
+        try:
+            return self._loop.call_later(delay, callback)
+        finally:
+            reset_current_async_library(token)
+
     async def send_eof(self) -> None:
         """Half-close the connection: flush queued bytes, then send a TCP FIN.
 
