@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wsserver.sansio import Headers, Request, RequestTooLarge, ServerConnection
+from wsserver.sansio import Headers, Request, RequestTooLarge, ServerConnection, http11
 from wsserver.sansio.http11 import MAX_HEADERS, MAX_LINE_BYTES, parse_request
 from wsserver.sansio.streams import StreamReader
 
@@ -201,3 +201,18 @@ def test_response_date_is_an_http_date_of_now() -> None:
     # The value is made once per second: it is the second the response was built in.
     after = datetime.datetime.now(datetime.timezone.utc)
     assert before <= email.utils.parsedate_to_datetime(date) <= after
+
+
+def test_names_clients_make_up_do_not_grow_the_shared_names_without_bound() -> None:
+    # A client chooses header names freely: the spellings shared between
+    # requests stay bounded in number and length, whatever it sends.
+    for batch in range(20):
+        extra = [(f"X-Made-Up-{batch}-{i}-" + "n" * (i % 60), "v") for i in range(100)]
+        connection = ServerConnection()
+        connection.receive_data(handshake_request(extra=extra))
+        (request,) = connection.events_received()
+        assert isinstance(request, Request)
+        assert request.headers[extra[-1][0]] == "v"
+
+    assert len(http11._SPELLINGS) <= http11._MAX_SPELLINGS
+    assert all(len(name) <= http11._MAX_SPELLING_LENGTH for name in http11._SPELLINGS)

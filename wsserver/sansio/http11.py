@@ -179,10 +179,12 @@ class Headers(MutableMapping[str, str]):
 
 # Header names as spelled -> (that spelling, its lowercase form), shared by
 # every Headers: each request would otherwise bring its own copies of the
-# same dozen names. Bounded, since clients choose the names: past the bound
-# names are lowercased afresh, which costs time, not correctness.
+# same dozen names. Bounded in count and length, since clients choose the
+# names (at most about 150 KiB): other names are lowercased afresh, which
+# costs time, not correctness.
 _SPELLINGS: dict[str, tuple[str, str]] = {}
 _MAX_SPELLINGS = 512
+_MAX_SPELLING_LENGTH = 40
 
 
 def _spelling(name: str) -> tuple[str, str]:
@@ -190,7 +192,7 @@ def _spelling(name: str) -> tuple[str, str]:
     known = _SPELLINGS.get(name)
     if known is None:
         known = (name, name.lower())
-        if len(_SPELLINGS) < _MAX_SPELLINGS:
+        if len(_SPELLINGS) < _MAX_SPELLINGS and len(name) <= _MAX_SPELLING_LENGTH:
             _SPELLINGS[name] = known
     return known
 
