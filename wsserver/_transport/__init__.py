@@ -107,7 +107,6 @@ async def open_listeners(
             stream socket.
         RuntimeError: if no event loop runs.
     """
-    wrap = _stream_factory()
     if unix:
         if host is not None or port is not None:
             raise ValueError("a Unix socket has a path, not a host and port")
@@ -116,10 +115,11 @@ async def open_listeners(
         if path is not None and sock is not None:
             raise ValueError("give either path or sock, not both")
         if sock is not None:
-            return [SocketListener(adopt_socket(sock, backlog=backlog), wrap)]
+            return [_listener(adopt_socket(sock, backlog=backlog))]
         if path is None:
             raise TypeError("a Unix listener needs a path or a sock")
         unix_sock, socket_file = bind_unix(path, backlog=backlog, mode=mode)
+        wrap = _stream_factory(unix_sock.family)
         return [SocketListener(unix_sock, wrap, socket_file=socket_file)]
     if path is not None:
         raise ValueError("path is for Unix sockets (unix=True)")
@@ -128,9 +128,9 @@ async def open_listeners(
             raise ValueError("give either host and port, or sock")
         if reuse_port:
             raise ValueError("reuse_port must be set before binding: set it on sock yourself")
-        return [SocketListener(adopt_socket(sock, backlog=backlog), wrap)]
+        return [_listener(adopt_socket(sock, backlog=backlog))]
     sockets = await bind_tcp(host, port or 0, backlog=backlog, reuse_port=reuse_port)
-    return [SocketListener(tcp_sock, wrap) for tcp_sock in sockets]
+    return [_listener(tcp_sock) for tcp_sock in sockets]
 
 
 def direct_writer(stream: anyio.abc.ByteStream) -> Callable[[memoryview], int] | None:
@@ -373,14 +373,23 @@ def _socket_writer(sock: socket.socket) -> Callable[[memoryview], int]:
     return write
 
 
-def _stream_factory() -> StreamFactory:
-    """Choose how accepted sockets become streams on the running loop."""
-    if running_loop() is None:
-        return _wrap_for_trio
-    return wrap_accepted_socket
+def _listener(sock: socket.socket) -> SocketListener:
+    """A listener for ``sock`` whose accepted sockets become streams of the running loop."""
+    return SocketListener(sock, _stream_factory(sock.family))
+
+
+def _stream_factory(family: int) -> StreamFactory:
+    """Choose how accepted sockets (all of ``family``, the listener's) become streams."""
+    if running_loop() is not None:
+        return wrap_accepted_socket
+    if family == socket.AF_UNIX:
+        return _wrap_unix_for_trio
+    return _wrap_for_trio
 
 
 async def _wrap_for_trio(sock: socket.socket) -> anyio.abc.SocketStream:
-    if sock.family == socket.AF_UNIX:
-        return await anyio.abc.UNIXSocketStream.from_socket(sock)
     return await anyio.abc.SocketStream.from_socket(sock)
+
+
+async def _wrap_unix_for_trio(sock: socket.socket) -> anyio.abc.SocketStream:
+    return await anyio.abc.UNIXSocketStream.from_socket(sock)
