@@ -12,22 +12,22 @@ The close timeout is the deadline of the cancel scope the pump reads under,
 set by whoever starts the closing handshake (:meth:`Inbox.start_closing`).
 
 On asyncio's lean stream (push mode) the stream hands received bytes to the
-inbox from asyncio's ``data_received`` callback, so an open connection needs
-no receiving task at all: :meth:`Inbox.receive_pushed` sets that up, and the
-task is only started once there is something to wait for: the end of the
-closing handshake, within ``close_timeout``, and closing the stream.
+inbox from asyncio's ``data_received`` callback, so a connection needs no
+receiving task at all (:meth:`Inbox.receive_pushed`): the callbacks feed the
+core and write its answers, the close timeout is a loop timer, and the stream
+is closed, synchronously, where the core finds the connection closed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import anyio.abc
 
 from ._sending import Outbox
-from ._timers import Keepalive
+from ._timers import Keepalive, TimerHandle
 from ._transport import (
     CheckpointWithoutWaiting,
     PushReceiver,
@@ -85,6 +85,7 @@ class Inbox:
         "_max_queue",
         "_message_parker",
         "_messages",
+        "_on_end",
         "_on_pong",
         "_outbox",
         "_parts",
@@ -96,9 +97,8 @@ class Inbox:
         "_scope",
         "_stopped",
         "_stream",
-        "_task",
-        "_task_group",
         "_text",
+        "_timer",
         "_unfed",
     )
 
@@ -149,9 +149,9 @@ class Inbox:
         self._receive: Callable[[int], Awaitable[bytes]] | None = None
         self._unfed = b""
         self._feeding = False
-        # Push mode: the receiving task, started once one is needed (see receive_pushed).
-        self._task: Callable[[], Coroutine[Any, Any, None]] | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
+        # Push mode (see receive_pushed): called once at the end; the close timer.
+        self._on_end: Callable[[], None] | None = None
+        self._timer: TimerHandle | None = None
         outbox.coalesce_while(self._has_queued, self._on_stalled)
 
     # The handler's side -----------------------------------------------------------
@@ -221,8 +221,12 @@ class Inbox:
             self._deadline = anyio.current_time() + self._close_timeout
             if self._scope is not None:
                 self._scope.deadline = self._deadline
-        if self._task is not None:
-            self._need_task()  # push mode: a task times the rest and closes the stream
+        if (
+            self._pushed and self._timer is None and not self._finished
+            and self._close_timeout is not None
+        ):
+            call_later = self._stream.call_later  # type: ignore[attr-defined]  # see receive_pushed
+            self._timer = call_later(self._close_timeout, self._close_timed_out)
         self._wake_reader()
 
     def stop(self) -> None:
@@ -231,38 +235,31 @@ class Inbox:
         self._pusher = None
         if self._scope is not None:
             self._scope.cancel()
-        self._wake_reader()
+        if self._pushed:
+            self._end_pushed()
+        else:
+            self._pump_parker.unpark()
 
     def close(self) -> None:
-        """Stop reading for good, starting no task: the connection's task group is gone."""
-        self._task = None
-        self._finished = True
+        """Stop reading for good: the connection is closed, or its task group gone."""
+        self._on_end = None
         self.stop()
+        self._finished = True
         self._message_parker.unpark()
 
     def _wake_reader(self) -> None:
         if self._pusher is None:
-            self._need_task()
-        else:
-            self._resume_pushed()
-
-    def _need_task(self) -> None:
-        """Wake the receiving task; in push mode, start it if it is not running yet."""
-        task = self._task
-        if task is None:
             self._pump_parker.unpark()
         else:
-            self._task = None
-            assert self._task_group is not None
-            self._task_group.start_soon(task)
+            self._resume_pushed()
 
     def _on_stalled(self) -> None:
         # Frames kept back by coalescing found the transport full (see
         # Outbox.coalesce_while): flush_deferred() starts the writer task.
-        if self._task is None:
-            self._pump_parker.unpark()
-        else:
+        if self._pushed:
             self._outbox.flush_deferred()
+        else:
+            self._pump_parker.unpark()
 
     def _resume_pushed(self) -> None:
         if self._feeding:
@@ -273,29 +270,25 @@ class Inbox:
 
     # The receiving task -----------------------------------------------------------
 
-    def receive_pushed(
-        self, task_group: anyio.abc.TaskGroup, task: Callable[[], Coroutine[Any, Any, None]]
-    ) -> bool:
+    def receive_pushed(self, on_end: Callable[[], None]) -> bool:
         """Receive from asyncio's callbacks, without a task, if the stream can push.
 
         Frames that arrived with the handshake request are taken first. The
-        receiving task (``task``, which runs :meth:`pump`) is started in
-        ``task_group`` only once one is needed: when the closing handshake starts, when the
-        connection is dropped or when it is closed, to wait for the end
-        within ``close_timeout`` and close the stream. Call from a task, once.
+        stream's callbacks then do what :meth:`pump` does; the close timeout
+        runs on the stream's loop timer (``call_later``). Call from a task, once.
 
         Args:
-            task_group: the connection's task group.
-            task: the receiving task's function.
+            on_end: called once the connection is closed (by the peer, the
+                close timeout or :meth:`stop`), the core closed then: it
+                must close the stream, at once.
 
         Returns:
-            Whether the stream pushes; if not, start the receiving task now.
+            Whether the stream pushes; if not, run :meth:`pump` in a task.
         """
         pusher = push_receiver(self._stream)
-        if pusher is None:
+        if pusher is None or getattr(self._stream, "call_later", None) is None:
             return False
-        self._task_group = task_group
-        self._task = task
+        self._on_end = on_end
         self._pushed = True
         self._pusher = pusher
         self._take_events()
@@ -308,7 +301,7 @@ class Inbox:
 
         Returns once the core is closed (the peer closed TCP), the close
         timeout expired, or :meth:`stop` was called; the core is closed then.
-        In push mode (:meth:`receive_pushed`) it only waits for that.
+        Not for push mode (:meth:`receive_pushed`).
         """
         core = self._core
         keepalive = self._keepalive
@@ -317,23 +310,20 @@ class Inbox:
                 self._scope = scope
                 if self._stopped:
                     scope.cancel()
-                if self._pushed:
-                    await self._wait_pushed()
-                else:
-                    # Frames that arrived with the handshake request are parsed already.
-                    self._take_events()
-                    if keepalive is None:
+                # Frames that arrived with the handshake request are parsed already.
+                self._take_events()
+                if keepalive is None:
+                    await self._pull()
+                while keepalive is not None and core.state is not State.CLOSED:
+                    # The keepalive's deadline: a cancelled read loses no
+                    # bytes (time_keepalive only lets direct readers here).
+                    with anyio.CancelScope(deadline=keepalive.deadline) as tick:
+                        keepalive.scope = tick
                         await self._pull()
-                    while keepalive is not None and core.state is not State.CLOSED:
-                        # The keepalive's deadline: a cancelled read loses no
-                        # bytes (time_keepalive only lets direct readers here).
-                        with anyio.CancelScope(deadline=keepalive.deadline) as tick:
-                            keepalive.scope = tick
-                            await self._pull()
-                        keepalive.scope = None
-                        if not tick.cancelled_caught:
-                            break
-                        keepalive.fire()
+                    keepalive.scope = None
+                    if not tick.cancelled_caught:
+                        break
+                    keepalive.fire()
             if scope.cancelled_caught and not self._stopped:
                 self._logger.info(
                     "closing handshake timed out after %ss", self._close_timeout
@@ -385,10 +375,7 @@ class Inbox:
             Whether it runs so; if not, the caller runs the keepalive task.
         """
         if self._pushed:
-            call_later = getattr(self._stream, "call_later", None)
-            if call_later is None:
-                return False
-            keepalive.start(call_later)
+            keepalive.start(self._stream.call_later)  # type: ignore[attr-defined]  # see receive_pushed
             return True
         self._receive = direct_reader(self._stream)
         if self._receive is None:
@@ -399,19 +386,35 @@ class Inbox:
 
     # Push mode (asyncio's lean stream) -------------------------------------------
 
-    async def _wait_pushed(self) -> None:
-        """Wait, under the close timeout's scope, until the pushed connection is closed.
+    # The same receiving side as the loop in pump(), driven by the transport
+    # instead of a read: each chunk is fed to the core where it arrives, so a
+    # message reaches a waiting recv() in one turn of the loop, and the core's
+    # answers (pongs, the close echo) leave from the same callback.
+    # Back-pressure pauses the transport's reading.
 
-        The same receiving side as the loop in :meth:`pump`, driven by the
-        transport instead of a read: each chunk is fed to the core where it
-        arrives, so a message reaches a waiting ``recv()`` in one turn of the
-        loop, and the core's answers (pongs, the close echo) leave from the
-        same callback. Back-pressure pauses the transport's reading.
-        """
-        while self._pusher is not None and self._core.state is not State.CLOSED:
-            await self._pump_parker.park()
-            self._answer()
-        self._answer()
+    def _end_pushed(self) -> None:
+        """The pushed connection is over: close the core, wake recv(), close the stream."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self._pusher = None
+        if self._finished:
+            return
+        self._finished = True
+        if self._core.state is not State.CLOSED:
+            self._core.receive_eof()  # dropped without a closing handshake: 1006
+        self._message_parker.unpark()
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
+
+    def _close_timed_out(self) -> None:
+        self._timer = None
+        if self._finished:
+            return
+        self._logger.info("closing handshake timed out after %ss", self._close_timeout)
+        self._stopped = True
+        self._end_pushed()
 
     def _on_pushed_data(self, data: bytes) -> None:
         if self._stopped:
@@ -453,8 +456,7 @@ class Inbox:
             return
         core = self._core
         if core.state is State.CLOSED:
-            self._pusher = None
-            self._need_task()  # to close the stream
+            self._end_pushed()
         elif self._unfed or (self._full() and core.state is State.OPEN):
             pusher.pause_pushing()
         else:
@@ -468,10 +470,7 @@ class Inbox:
         if self._pusher is None:
             self._answer()
         elif core.has_data_to_send() or core.close_expected():
-            if self._task is None:
-                self._pump_parker.unpark()  # the receiving task answers: see _wait_pushed
-            else:
-                self._answer()  # no task yet: from the callback, which may start it
+            self._answer()  # from the callback, which may start the writer task
 
     def _has_queued(self) -> bool:
         return self._head < len(self._messages)

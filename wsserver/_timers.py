@@ -30,11 +30,13 @@ if TYPE_CHECKING:
 __all__ = ["Keepalive", "PongWaiter", "keepalive", "unused_ping_payload"]
 
 
-class _TimerHandle(Protocol):
+class TimerHandle(Protocol):
+    """A pending loop timer (asyncio.TimerHandle)."""
+
     def cancel(self) -> None: ...
 
 
-CallLater = Callable[[float, Callable[[], None]], _TimerHandle]
+CallLater = Callable[[float, Callable[[], None]], TimerHandle]
 """Runs a callback after a delay in seconds, as ``loop.call_later`` does."""
 
 
@@ -66,7 +68,7 @@ class Keepalive:
         self._timeout = timeout
         self._waiter: PongWaiter | None = None
         self._call_later: CallLater | None = None
-        self._handle: _TimerHandle | None = None
+        self._handle: TimerHandle | None = None
         self.deadline = float("inf")
         """When :meth:`fire` is due, if no ``call_later`` runs it."""
         self.scope: anyio.CancelScope | None = None

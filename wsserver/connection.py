@@ -515,7 +515,7 @@ class WebSocketServerProtocol:
                         close_timeout=options.close_timeout, logger=self.logger,
                         on_pong=self._receive_pong, closed_exception=self._closed_exception,
                     )
-                    if not self._inbox.receive_pushed(task_group, self._receive):
+                    if not self._inbox.receive_pushed(self._end_pushed):
                         task_group.start_soon(self._receive)
                     if options.ping_interval is not None:
                         keepalive = Keepalive(self, options.ping_interval, options.ping_timeout)
@@ -546,6 +546,11 @@ class WebSocketServerProtocol:
             await self._abort()
             self._connection_closed()
 
+    def _end_pushed(self) -> None:
+        # Push mode: the inbox found the connection closed, in a callback or a task.
+        self._abort_at_once()
+        self._connection_closed()
+
     async def _run_handler(self) -> None:
         try:
             if takes_path(self.ws_handler):
@@ -566,18 +571,23 @@ class WebSocketServerProtocol:
         Once: the reader and the connection task both call it on their way out.
         """
         stream = self._stream
-        if stream is not None and not self._aborted:
+        if stream is not None and not self._aborted and not self._abort_at_once():
             self._aborted = True
-            abort = getattr(stream, "abort", None)
-            if abort is not None:
-                # The asyncio lean stream closes at once, with no scope to cancel.
-                abort()
-                return
             with anyio.CancelScope(shield=True) as scope:
                 # Cancelled from the start (cheaper than a deadline of now): a
                 # close that would wait for the peer is cut short at once.
                 scope.cancel()
                 await stream.aclose()
+
+    def _abort_at_once(self) -> bool:
+        """Close the asyncio lean stream at once, with no scope to cancel; tell whether it was."""
+        abort = getattr(self._stream, "abort", None)
+        if abort is None:
+            return False
+        if not self._aborted:
+            self._aborted = True
+            abort()
+        return True
 
     def _connection_closed(self) -> None:
         if self._is_closed:
