@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from ._transport import CheckpointWithoutWaiting, direct_writer, soon_caller
+from ._transport import CheckpointWithoutWaiting, direct_half_closer, direct_writer, soon_caller
 from .sansio import ServerConnection, State
 from .sansio.frames import CloseCode
 
@@ -66,6 +66,7 @@ class Outbox:
         "_core",
         "_deferred",
         "_drained",
+        "_half_close",
         "_more_coming",
         "_on_broken",
         "_on_stalled",
@@ -93,6 +94,7 @@ class Outbox:
         self._task_group = task_group
         self._on_broken = on_broken
         self._write_now = direct_writer(stream)
+        self._half_close = direct_half_closer(stream) if self._write_now is not None else None
         # A list, not a deque: empty on an idle connection (56 bytes, where an
         # empty deque is 624), and while the transport is full it holds what
         # fits under write_limit, few enough that taking from the head is cheap.
@@ -257,8 +259,12 @@ class Outbox:
         try:
             while chunks:
                 chunk = chunks[0]
-                if not chunk:
-                    return  # EOF: half-closing awaits, so the writer task does it
+                if not chunk:  # EOF: everything before it is written
+                    if self._half_close is None:
+                        return  # half-closing awaits: the writer task does it
+                    self._half_close()
+                    del chunks[0]
+                    continue
                 written = write(chunk if isinstance(chunk, memoryview) else memoryview(chunk))
                 self._buffered -= written
                 if written < len(chunk):

@@ -13,7 +13,7 @@ from anyio.lowlevel import checkpoint
 from anyio.streams.buffered import BufferedByteStream
 from anyio.streams.tls import TLSStream
 
-from wsserver._transport import direct_writer
+from wsserver._transport import direct_half_closer, direct_writer
 
 from .support import (
     MEBIBYTE,
@@ -170,3 +170,24 @@ async def test_anyio_stock_stream_on_asyncio_has_no_direct_writer(anyio_backend:
     with anyio.fail_after(TIMEOUT_SECONDS):
         async with accepted_pair() as (_server, client):
             assert direct_writer(client) is None
+
+
+async def test_direct_half_close_follows_the_bytes_written_before_it() -> None:
+    with anyio.fail_after(TIMEOUT_SECONDS):
+        async with accepted_pair() as (server, client):
+            write = writer_of(server)
+            half_close = direct_half_closer(server)
+            assert half_close is not None
+            assert write(memoryview(b"all of this, ")) == 13
+            await server.send(b"then the end")
+            half_close()
+            assert await receive_until_eof(client) == b"all of this, then the end"
+            # The other direction still works: a half-close, not a close.
+            await client.send(b"reply")
+            assert await server.receive() == b"reply"
+
+
+async def test_no_direct_half_close_where_there_is_no_direct_writer() -> None:
+    with anyio.fail_after(TIMEOUT_SECONDS):
+        async with accepted_pair() as (server, _):
+            assert direct_half_closer(BufferedByteStream(server)) is None

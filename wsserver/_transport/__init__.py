@@ -36,8 +36,8 @@ MAX_READS_WITHOUT_YIELD = 32
 
 __all__ = [
     "CheckpointWithoutWaiting", "Listener", "Parker", "PushReceiver", "SoonCaller",
-    "checkpoint_if_cancelled", "direct_reader", "direct_writer", "new_parker", "open_listeners",
-    "push_receiver", "running_loop", "soon_caller",
+    "checkpoint_if_cancelled", "direct_half_closer", "direct_reader", "direct_writer",
+    "new_parker", "open_listeners", "push_receiver", "running_loop", "soon_caller",
 ]
 
 Listener = anyio.abc.Listener[anyio.abc.ByteStream]
@@ -163,6 +163,28 @@ def direct_writer(stream: anyio.abc.ByteStream) -> Callable[[memoryview], int] |
     # transport buffer in between, which must not be bypassed.
     raw_socket = _plain_trio_socket(stream)
     return None if raw_socket is None else _socket_writer(raw_socket)
+
+
+def direct_half_closer(stream: anyio.abc.ByteStream) -> Callable[[], None] | None:
+    """A synchronous ``send_eof()`` for ``stream``, or None if it offers none.
+
+    Where :func:`direct_writer` offers a writer, the half-close is synchronous
+    too (asyncio's ``write_eof()``, Trio's ``shutdown(SHUT_WR)``): a writer
+    that finds the end of its buffer then needs no task to await it. It
+    raises what ``send_eof()`` would (anyio.BrokenResourceError,
+    anyio.ClosedResourceError); the caller guarantees no ``send()`` runs
+    at the same time.
+
+    Args:
+        stream: a stream accepted by a listener of :func:`open_listeners`.
+
+    Returns:
+        The function, or ``None`` (TLS, any other stream).
+    """
+    if isinstance(stream, AsyncioByteStream):
+        return stream.send_eof_nowait
+    raw_socket = _plain_trio_socket(stream)
+    return None if raw_socket is None else _socket_half_closer(raw_socket)
 
 
 def checkpoint_if_cancelled() -> Callable[[], Awaitable[None]]:
@@ -376,6 +398,18 @@ def _socket_writer(sock: socket.socket) -> Callable[[memoryview], int]:
 def _listener(sock: socket.socket) -> SocketListener:
     """A listener for ``sock`` whose accepted sockets become streams of the running loop."""
     return SocketListener(sock, _stream_factory(sock.family))
+
+
+def _socket_half_closer(sock: socket.socket) -> Callable[[], None]:
+    def half_close() -> None:
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            if sock.fileno() < 0:  # the stream closed it (aclose)
+                raise anyio.ClosedResourceError from None
+            raise anyio.BrokenResourceError from exc
+
+    return half_close
 
 
 def _stream_factory(family: int) -> StreamFactory:

@@ -285,6 +285,23 @@ class AsyncioByteStream(ByteStream):
         finally:
             reset_current_async_library(token)
 
+    def send_eof_nowait(self) -> None:
+        """Half-close the connection now, as :meth:`send_eof` does, without a checkpoint.
+
+        The synchronous half-close :func:`wsserver._transport.direct_half_closer`
+        returns. The caller makes sure no :meth:`send` runs at the same time;
+        bytes still in the transport are flushed first, as with :meth:`send_eof`.
+
+        Raises:
+            anyio.ClosedResourceError: if this stream was closed.
+            anyio.BrokenResourceError: if the connection was lost.
+        """
+        if self._is_eof_sent and not self._is_closed:
+            return
+        self._raise_if_unwritable()
+        self._is_eof_sent = True
+        self._transport.write_eof()
+
     async def send_eof(self) -> None:
         """Half-close the connection: flush queued bytes, then send a TCP FIN.
 
