@@ -66,7 +66,12 @@ def test_transport_floor_imports_nothing_above_it(path: Path) -> None:
         m.startswith("wsserver._transport") or m.startswith("wsserver.sansio")
     )}
     assert not above, sorted(above)
-    assert "sniffio" not in top_level(modules)
+    if path.name == "_asyncio_stream.py":
+        # It marks its callbacks' context as asyncio's (sniffio's context
+        # variable for event loops); it never asks sniffio which loop runs.
+        assert "current_async_library(" not in path.read_text()
+    else:
+        assert "sniffio" not in top_level(modules)
 
 
 def test_importing_the_core_loads_no_io_library() -> None:

@@ -10,7 +10,7 @@ own socket streams on Trio (which cost nothing measurable there). TLS is not
 done here: the shared layer wraps either stream in
 :class:`anyio.streams.tls.TLSStream`.
 
-Nothing here imports the layers above, nor sniffio.
+Nothing here imports the layers above, nor asks sniffio which loop runs.
 """
 
 from __future__ import annotations

@@ -52,16 +52,11 @@ try:
 except (ImportError, AttributeError):  # a future anyio moved it: the public way
     from anyio.lowlevel import checkpoint_if_cancelled
 
-try:
-    # How anyio's own runner tells sniffio which loop runs (a context variable).
-    from anyio._core._eventloop import reset_current_async_library, set_current_async_library
-except ImportError:  # a future anyio moved them: callbacks then need anyio.run()
-    # Stand-ins that do nothing (ignore[misc]: not anyio's exact signatures).
-    def set_current_async_library(asynclib_name: str | None) -> None:  # type: ignore[misc]
-        return None
-
-    def reset_current_async_library(token: Any) -> None:  # type: ignore[misc]
-        return None
+# sniffio is how anyio tells which loop runs. In a loop callback, outside any
+# task, it finds none under a plain asyncio.run(); the stream marks the
+# context its callbacks run in as asyncio's, through the context variable
+# sniffio provides for event loops to set. The floor never reads it.
+from sniffio import current_async_library_cvar
 
 __all__ = [
     "DEFAULT_READ_HIGH_WATER_BYTES",
@@ -279,11 +274,11 @@ class AsyncioByteStream(ByteStream):
             The timer; ``cancel()`` it to call nothing.
         """
         # Marked as asyncio's, like the stream's callbacks (see wrap_accepted_socket).
-        token = set_current_async_library("asyncio")
+        token = current_async_library_cvar.set("asyncio")
         try:
             return self._loop.call_later(delay, callback)
         finally:
-            reset_current_async_library(token)
+            current_async_library_cvar.reset(token)
 
     def send_eof_nowait(self) -> None:
         """Half-close the connection now, as :meth:`send_eof` does, without a checkpoint.
@@ -659,11 +654,11 @@ async def wrap_accepted_socket(
     # copied here: marked as asyncio's, anyio works in them (a task group can
     # start a task, the clock can be read) even under a plain asyncio.run(),
     # where anyio would find no task to tell the loop by.
-    token = set_current_async_library("asyncio")
+    token = current_async_library_cvar.set("asyncio")
     try:
         _, protocol = await asyncio.get_running_loop().connect_accepted_socket(
             lambda: _StreamProtocol(read_high_water_bytes, write_high_water_bytes), sock
         )
     finally:
-        reset_current_async_library(token)
+        current_async_library_cvar.reset(token)
     return protocol.stream
