@@ -15,6 +15,7 @@ import inspect
 import logging
 import ssl
 import time
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -116,8 +117,6 @@ class WebSocketServerProtocol:
             logger=base_logger,
             select_subprotocol=self.select_subprotocol,
         )
-        self.id = self.protocol.id
-        """Unique identifier of the connection, useful in logs."""
         self.logger: LoggerLike = _ConnectionAdapter(base_logger, {"websocket": self})
         """Logger for this connection; lines carry the connection id."""
         self.protocol.logger = self.logger
@@ -144,6 +143,11 @@ class WebSocketServerProtocol:
         self._closed_event: anyio.Event | None = None
 
     # Properties -------------------------------------------------------------------
+
+    @property
+    def id(self) -> uuid.UUID:
+        """Unique identifier of the connection, useful in logs; made when first read."""
+        return self.protocol.id
 
     @property
     def local_address(self) -> Any:
