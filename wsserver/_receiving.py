@@ -27,10 +27,11 @@ import anyio
 import anyio.abc
 
 from ._sending import Outbox
-from ._timers import Keepalive, TimerHandle
+from ._timers import Keepalive
 from ._transport import (
     CheckpointWithoutWaiting,
     PushReceiver,
+    TimerHandle,
     direct_reader,
     new_parker,
     push_receiver,
@@ -90,6 +91,7 @@ class Inbox:
         "_outbox",
         "_parts",
         "_pump_parker",
+        "_push_source",
         "_pushed",
         "_pusher",
         "_read_limit",
@@ -145,6 +147,7 @@ class Inbox:
         self._checkpoint_without_waiting = CheckpointWithoutWaiting()
         self._pusher: PushReceiver | None = None
         self._pushed = False
+        self._push_source: PushReceiver | None = None  # the stream, in push mode
         self._keepalive: Keepalive | None = None
         self._receive: Callable[[int], Awaitable[bytes]] | None = None
         self._unfed = b""
@@ -152,7 +155,7 @@ class Inbox:
         # Push mode (see receive_pushed): called once at the end; the close timer.
         self._on_end: Callable[[], None] | None = None
         self._timer: TimerHandle | None = None
-        outbox.coalesce_while(self._has_queued, self._on_stalled)
+        outbox.coalesce_while(self._has_queued)
 
     # The handler's side -----------------------------------------------------------
 
@@ -225,8 +228,8 @@ class Inbox:
             self._pushed and self._timer is None and not self._finished
             and self._close_timeout is not None
         ):
-            call_later = self._stream.call_later  # type: ignore[attr-defined]  # see receive_pushed
-            self._timer = call_later(self._close_timeout, self._close_timed_out)
+            assert self._push_source is not None
+            self._timer = self._push_source.call_later(self._close_timeout, self._close_timed_out)
         self._wake_reader()
 
     def stop(self) -> None:
@@ -253,14 +256,6 @@ class Inbox:
         else:
             self._resume_pushed()
 
-    def _on_stalled(self) -> None:
-        # Frames kept back by coalescing found the transport full (see
-        # Outbox.coalesce_while): flush_deferred() starts the writer task.
-        if self._pushed:
-            self._outbox.flush_deferred()
-        else:
-            self._pump_parker.unpark()
-
     def _resume_pushed(self) -> None:
         if self._feeding:
             return  # called back from the feeding below: it carries on by itself
@@ -286,10 +281,11 @@ class Inbox:
             Whether the stream pushes; if not, run :meth:`pump` in a task.
         """
         pusher = push_receiver(self._stream)
-        if pusher is None or getattr(self._stream, "call_later", None) is None:
+        if pusher is None:
             return False
         self._on_end = on_end
         self._pushed = True
+        self._push_source = pusher
         self._pusher = pusher
         self._take_events()
         pusher.push_to(self._on_pushed_data, self._on_pushed_end)
@@ -375,7 +371,8 @@ class Inbox:
             Whether it runs so; if not, the caller runs the keepalive task.
         """
         if self._pushed:
-            keepalive.start(self._stream.call_later)  # type: ignore[attr-defined]  # see receive_pushed
+            assert self._push_source is not None
+            keepalive.start(self._push_source.call_later)
             return True
         self._receive = direct_reader(self._stream)
         if self._receive is None:

@@ -69,7 +69,6 @@ class Outbox:
         "_half_close",
         "_more_coming",
         "_on_broken",
-        "_on_stalled",
         "_room",
         "_soon",
         "_stream",
@@ -111,7 +110,6 @@ class Outbox:
         self._soon = soon_caller(stream) if self._write_now is not None else None
         self._more_coming: Callable[[], bool] | None = None
         self._coalesce_below = min(COALESCE_BELOW_BYTES, write_limit)
-        self._on_stalled: Callable[[], None] | None = None
         self._deferred = False
 
     def buffered(self) -> int:
@@ -148,7 +146,7 @@ class Outbox:
             if not self._deferred:
                 self._deferred = True
                 assert self._soon is not None
-                self._soon.call_soon(self._flush_soon)
+                self._soon(self._flush_soon)
             return
         self._deferred = False
         self._write_what_fits()
@@ -156,9 +154,7 @@ class Outbox:
             self._writer_running = True
             self._task_group.start_soon(self._new_writer)
 
-    def coalesce_while(
-        self, more_coming: Callable[[], bool], on_stalled: Callable[[], None]
-    ) -> None:
+    def coalesce_while(self, more_coming: Callable[[], bool]) -> None:
         """Let small frames wait while ``more_coming()`` is true; only where it saves writes.
 
         Where the transport floor offers a way to run a callback soon
@@ -171,21 +167,15 @@ class Outbox:
 
         Args:
             more_coming: tells whether the handler will push again soon.
-            on_stalled: called (from an asyncio loop callback, outside any
-                task) when kept-back frames found the transport full: a task
-                must then call :meth:`flush_deferred`, which starts the writer
-                task. On Trio the callback runs in a task, which starts the
-                writer itself.
         """
         if self._soon is not None:
             self._more_coming = more_coming
-            self._on_stalled = on_stalled
 
     def flush_deferred(self) -> None:
         """Write the frames kept back by coalescing now; the rest goes to the writer task.
 
-        Call it from a task (see :meth:`coalesce_while`); it does nothing when
-        nothing was kept back.
+        Call it from a task or from the transport floor's callback (see
+        :meth:`coalesce_while`); it does nothing when nothing was kept back.
         """
         self._deferred = False
         if self._chunks and not self._writer_running and not self._broken:
@@ -195,22 +185,10 @@ class Outbox:
                 self._task_group.start_soon(self._new_writer)
 
     def _flush_soon(self) -> None:
-        # What the transport does not take now needs the writer task. Trio's
-        # callbacks run in a task, which can start it; asyncio's run from the
-        # loop, outside any task: on_stalled wakes one to call flush_deferred().
-        if not self._deferred:
-            return
-        self._deferred = False
-        if self._broken or self._writer_running:
-            return
-        self._write_what_fits()
-        if self._chunks:
-            assert self._soon is not None
-            if self._soon.runs_in_task:
-                self._writer_running = True
-                self._task_group.start_soon(self._new_writer)
-            elif self._on_stalled is not None:
-                self._on_stalled()
+        # Run by the transport floor's callback once the handler's task has
+        # yielded; anyio works there, so the writer task can start from it.
+        if self._deferred:
+            self.flush_deferred()
 
     def wait_after_push(self) -> Awaitable[None]:
         """Await what this returns after :meth:`push`: room below ``write_limit``, or a checkpoint.

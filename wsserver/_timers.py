@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._transport import TimerHandle
 from .sansio import ConnectionClosed, State
 from .sansio.frames import CloseCode
 
@@ -28,12 +29,6 @@ if TYPE_CHECKING:
     from .connection import WebSocketServerProtocol
 
 __all__ = ["Keepalive", "PongWaiter", "keepalive", "unused_ping_payload"]
-
-
-class TimerHandle(Protocol):
-    """A pending loop timer (asyncio.TimerHandle)."""
-
-    def cancel(self) -> None: ...
 
 
 CallLater = Callable[[float, Callable[[], None]], TimerHandle]

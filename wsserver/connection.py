@@ -30,6 +30,7 @@ from ._opening import takes_path
 from ._receiving import Data, Inbox
 from ._sending import Outbox, send_fragments
 from ._timers import Keepalive, PongWaiter, unused_ping_payload
+from ._transport import aborter
 from .options import (
     DEFAULT_SERVER_HEADER,
     ConnectionOptions,
@@ -585,7 +586,7 @@ class WebSocketServerProtocol:
 
     def _abort_at_once(self) -> bool:
         """Close the asyncio lean stream at once, with no scope to cancel; tell whether it was."""
-        abort = getattr(self._stream, "abort", None)
+        abort = None if self._stream is None else aborter(self._stream)
         if abort is None:
             return False
         if not self._aborted:

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+import wsserver._sending
 from wsserver.asyncio_io import serve
 from wsserver.sansio.frames import Frame, Opcode, serialize_frame
 
@@ -133,3 +134,53 @@ def test_keepalive_pings_and_drops_under_plain_asyncio_run() -> None:
 
 def client_frame(opcode: Opcode, data: bytes) -> bytes:
     return serialize_frame(Frame(opcode, data), mask=os.urandom(4))
+
+
+def test_kept_back_frames_that_find_the_transport_full_leave_under_plain_asyncio_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Coalescing's callback (loop.call_soon) must be able to start the writer
+    task there too, when the frames it flushes find the transport full."""
+    failures: list[dict[str, Any]] = []
+    full = False
+    real_direct_writer = wsserver._sending.direct_writer
+
+    def gated_direct_writer(stream: Any) -> Any:
+        write = real_direct_writer(stream)
+        return None if write is None else (lambda view: 0 if full else write(view))
+
+    monkeypatch.setattr(wsserver._sending, "direct_writer", gated_direct_writer)
+
+    async def main() -> None:
+        nonlocal full
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: failures.append(context))
+        released = asyncio.Event()
+
+        async def answer_while_full_then_wait(websocket: Any) -> None:
+            nonlocal full
+            first = await websocket.recv()
+            full = True
+            await websocket.send(first)  # kept back: a second message is queued
+            await released.wait()
+            full = False
+            await websocket.send(await websocket.recv())
+
+        async with serve(answer_while_full_then_wait, "127.0.0.1", 0, ping_interval=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(handshake_request())
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(client_frame(Opcode.BINARY, b"one") + client_frame(Opcode.BINARY, b"two"))
+            assert await reader.readexactly(5) == b"\x82\x03one"
+            released.set()
+            assert await reader.readexactly(5) == b"\x82\x03two"
+            writer.close()
+            await writer.wait_closed()
+
+    async def bounded() -> None:
+        async with asyncio.timeout(5):
+            await main()
+
+    asyncio.run(bounded())
+    assert failures == []

@@ -79,9 +79,9 @@ async def test_kept_back_frames_that_find_the_transport_full_still_leave(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The transport takes nothing at the moment the kept-back frame is
-    # flushed (after the handler yields elsewhere): the writer task must
-    # take over, on Trio from the callback task, on asyncio through the
-    # receiving task. Nothing else would ever write it.
+    # flushed (after the handler yields elsewhere): the writer task must take
+    # over, started from the floor's callback (Trio's callback task,
+    # asyncio's call_soon). Nothing else would ever write it.
     full = False
     real_direct_writer = wsserver._sending.direct_writer
 

@@ -29,7 +29,7 @@ async def test_callbacks_run_in_order_once_the_caller_yields() -> None:
             soon = soon_caller(server)
             assert soon is not None
             for n in range(3):
-                soon.call_soon(lambda n=n: ran.append(n))
+                soon(lambda n=n: ran.append(n))
             assert ran == []  # nothing runs until this task yields
             while len(ran) < 3:
                 await checkpoint()
@@ -43,7 +43,7 @@ async def test_callbacks_of_many_connections_share_one_trio_task() -> None:
             async with accepted_pair() as (server, _):
                 soon = soon_caller(server)
                 assert soon is not None
-                soon.call_soon(lambda round_=round_: ran.append(round_))
+                soon(lambda round_=round_: ran.append(round_))
                 while len(ran) <= round_:
                     await checkpoint()
     assert ran == [0, 1, 2]
@@ -67,8 +67,8 @@ async def test_a_failing_callback_is_logged_and_the_others_still_run(
         async with accepted_pair() as (server, _):
             soon = soon_caller(server)
             assert soon is not None
-            soon.call_soon(fail)
-            soon.call_soon(lambda: ran.append("after"))
+            soon(fail)
+            soon(lambda: ran.append("after"))
             with caplog.at_level(logging.ERROR):
                 while not ran:
                     await checkpoint()

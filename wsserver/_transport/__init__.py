@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -35,8 +35,8 @@ MAX_READS_WITHOUT_YIELD = 32
 """Reads that found bytes at once, in a row, before a direct reader yields to the loop."""
 
 __all__ = [
-    "CheckpointWithoutWaiting", "Listener", "Parker", "PushReceiver", "SoonCaller",
-    "checkpoint_if_cancelled", "direct_half_closer", "direct_reader", "direct_writer",
+    "CheckpointWithoutWaiting", "Listener", "Parker", "PushReceiver", "TimerHandle",
+    "aborter", "checkpoint_if_cancelled", "direct_half_closer", "direct_reader", "direct_writer",
     "new_parker", "open_listeners", "push_receiver", "running_loop", "soon_caller",
 ]
 
@@ -321,36 +321,27 @@ class _SocketReader:
         return data
 
 
-class SoonCaller(NamedTuple):
-    """How to run a callback once the running task yields, as :func:`soon_caller` finds it."""
-
-    call_soon: Callable[[Callable[[], None]], object]
-    """Takes a callback without arguments; runs it once the calling task yields."""
-    runs_in_task: bool
-    """True if callbacks run inside a task (Trio's runner), where a task group can
-    start tasks; False if they run from the loop itself (asyncio), where it cannot."""
-
-
-def soon_caller(stream: anyio.abc.ByteStream) -> SoonCaller | None:
+def soon_caller(stream: anyio.abc.ByteStream) -> Callable[[Callable[[], None]], object] | None:
     """A way to run a callback once the running task yields, for ``stream``; or None.
 
     A writer can then keep small frames back while its task is busy and write
     them together from the callback: one system call for many frames. The
     asyncio lean stream offers its loop's ``call_soon``; Trio's plain sockets
     the run's callback task (:func:`~wsserver._transport._soon.trio_call_soon`:
-    a reschedule, no system call). TLS streams, which have no synchronous
+    a reschedule, no system call). On both, anyio works in the callback (a
+    task group can start a task). TLS streams, which have no synchronous
     writer, return ``None``: write at once.
 
     Args:
         stream: a stream accepted by a listener of :func:`open_listeners`.
 
     Returns:
-        The caller, or ``None``.
+        A function taking a callback without arguments, or ``None``.
     """
     if isinstance(stream, AsyncioByteStream):
-        return SoonCaller(stream.call_soon, runs_in_task=False)
+        return stream.call_soon
     if isinstance(stream, anyio.abc.SocketStream) and running_loop() is None:
-        return SoonCaller(trio_call_soon(), runs_in_task=True)
+        return trio_call_soon()
     return None
 
 
@@ -365,6 +356,28 @@ class PushReceiver(Protocol):
 
     def resume_pushing(self) -> None:
         """Read from the socket again."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run ``callback()`` from the loop in ``delay`` seconds, where the pushes run."""
+
+
+class TimerHandle(Protocol):
+    """A pending loop timer (:class:`asyncio.TimerHandle`)."""
+
+    def cancel(self) -> None:
+        """Call nothing after all."""
+
+
+def aborter(stream: anyio.abc.ByteStream) -> Callable[[], None] | None:
+    """A synchronous close of ``stream`` that neither flushes nor waits; or None.
+
+    asyncio's lean stream offers one (``AsyncioByteStream.abort``): dropping a
+    connection then costs no cancel scope. Elsewhere, close with a cancelled
+    ``aclose()``.
+    """
+    if isinstance(stream, AsyncioByteStream):
+        return stream.abort
+    return None
 
 
 def push_receiver(stream: anyio.abc.ByteStream) -> PushReceiver | None:

@@ -261,8 +261,17 @@ class AsyncioByteStream(ByteStream):
             raise anyio.BrokenResourceError from exc
 
     def call_soon(self, callback: Callable[[], None]) -> None:
-        """Run ``callback()`` from the loop once the running task yields (``loop.call_soon``)."""
-        self._loop.call_soon(callback)
+        """Run ``callback()`` from the loop once the running task yields (``loop.call_soon``).
+
+        Like the stream's own callbacks, it runs in a context marked as
+        asyncio's, where anyio works (a task group can start a task) even
+        under a plain ``asyncio.run()``.
+        """
+        token = current_async_library_cvar.set("asyncio")
+        try:
+            self._loop.call_soon(callback)
+        finally:
+            current_async_library_cvar.reset(token)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """Run ``callback()`` from the loop in ``delay`` seconds (``loop.call_later``).
