@@ -295,8 +295,13 @@ class WebSocketServerProtocol:
     async def _iterate(self) -> AsyncIterator[Data]:
         """Yield messages until the connection closes; quietly on 1000/1001."""
         try:
+            # recv() without a call per message: the inbox never changes once made.
+            inbox = self._inbox
+            if inbox is None:
+                raise self._closed_exception()
+            get = inbox.get
             while True:
-                yield await self.recv()
+                yield await get()
         except ConnectionClosedOK:
             return
 
@@ -319,26 +324,31 @@ class WebSocketServerProtocol:
             ConnectionClosed: if the connection is closed.
             TypeError: for any other type, or fragments of mixed kinds.
         """
-        if isinstance(message, str):
-            await self._send_whole(self.protocol.send_text, message.encode())
-        elif isinstance(message, bytes):
-            await self._send_whole(self.protocol.send_binary, message)
+        # A whole message is queued and pushed here, without a call per layer:
+        # this is every message's path.
+        if isinstance(message, bytes):
+            send, data = self.protocol.send_binary, message
+        elif isinstance(message, str):
+            send, data = self.protocol.send_text, message.encode()
         elif isinstance(message, (bytearray, memoryview)):
             # A copy: the caller may reuse a mutable buffer once send() returns.
-            await self._send_whole(self.protocol.send_binary, bytes(message))
+            send, data = self.protocol.send_binary, bytes(message)
         elif isinstance(message, Mapping):
             raise TypeError("data is a dict-like object")
         elif isinstance(message, AsyncIterable):
             await send_fragments(self, message.__aiter__())
+            return
         elif isinstance(message, Iterable):
             await send_fragments(self, _as_async(iter(message)))
+            return
         else:
             raise TypeError(f"data must be str, bytes-like or iterable, not {type(message)}")
-
-    async def _send_whole(self, send: Callable[..., None], data: Any) -> None:
         while self._sending_fragments is not None:
             await self._sending_fragments.wait()
-        self._queue(send, data)
+        try:
+            send(data)
+        except InvalidState:
+            raise self._closed_exception() from None
         outbox = self._outbox
         outbox.push()
         await outbox.wait_after_push()
