@@ -151,8 +151,7 @@ class Outbox:
         self._deferred = False
         self._write_what_fits()
         if chunks:
-            self._writer_running = True
-            self._task_group.start_soon(self._new_writer)
+            self._start_writer()
 
     def coalesce_while(self, more_coming: Callable[[], bool]) -> None:
         """Let small frames wait while ``more_coming()`` is true; only where it saves writes.
@@ -181,8 +180,7 @@ class Outbox:
         if self._chunks and not self._writer_running and not self._broken:
             self._write_what_fits()
             if self._chunks:
-                self._writer_running = True
-                self._task_group.start_soon(self._new_writer)
+                self._start_writer()
 
     def _flush_soon(self) -> None:
         # Run by the transport floor's callback once the handler's task has
@@ -252,6 +250,12 @@ class Outbox:
                 del chunks[0]
         except _WRITE_ERRORS:
             self._fail()
+
+    def _start_writer(self) -> None:
+        # Marked running once started: should the task group be gone (start_soon
+        # raises), nothing would claim that a writer runs.
+        self._task_group.start_soon(self._new_writer)
+        self._writer_running = True
 
     def _new_writer(self) -> Coroutine[Any, Any, None]:
         # Kept until it starts: a writer whose task is cancelled before its first
