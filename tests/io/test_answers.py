@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
 
-import wsserver._sending
 from wsserver.asyncio_io import serve
 from wsserver.sansio.frames import Frame, Opcode, serialize_frame
 
 from ..serving import running_server
 from .clients import RawClient, handshake_request, port_of
+from .gates import FullTransport
 
 
 async def receive_forever(websocket: object) -> None:
@@ -73,11 +75,7 @@ def test_answers_leave_under_plain_asyncio_run() -> None:
     close echo and the half-close after it (which starts a task from the
     callback) must still leave, and nothing fail in a callback.
     """
-    failures: list[dict[str, Any]] = []
-
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_exception_handler(lambda _, context: failures.append(context))
         async with serve(receive_forever, "127.0.0.1", 0, ping_interval=None) as server:
             port = server.sockets[0].getsockname()[1]
             for _ in range(3):
@@ -93,22 +91,13 @@ def test_answers_leave_under_plain_asyncio_run() -> None:
                 writer.close()
                 await writer.wait_closed()
 
-    async def bounded() -> None:
-        async with asyncio.timeout(5):
-            await main()
-
-    asyncio.run(bounded())
-    assert failures == []
+    assert run_under_plain_asyncio(main) == []
 
 
 def test_keepalive_pings_and_drops_under_plain_asyncio_run() -> None:
     """The keepalive runs on loop timers there: its ping leaves, and a client
     that never answers is dropped with 1011, with nothing failing in a callback."""
-    failures: list[dict[str, Any]] = []
-
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_exception_handler(lambda _, context: failures.append(context))
         async with serve(
             receive_forever, "127.0.0.1", 0, ping_interval=0.05, ping_timeout=0.05
         ) as server:
@@ -124,12 +113,7 @@ def test_keepalive_pings_and_drops_under_plain_asyncio_run() -> None:
             writer.close()
             await writer.wait_closed()
 
-    async def bounded() -> None:
-        async with asyncio.timeout(5):
-            await main()
-
-    asyncio.run(bounded())
-    assert failures == []
+    assert run_under_plain_asyncio(main) == []
 
 
 def client_frame(opcode: Opcode, data: bytes) -> bytes:
@@ -141,32 +125,12 @@ def test_kept_back_frames_that_find_the_transport_full_leave_under_plain_asyncio
 ) -> None:
     """Coalescing's callback (loop.call_soon) must be able to start the writer
     task there too, when the frames it flushes find the transport full."""
-    failures: list[dict[str, Any]] = []
-    full = False
-    real_direct_writer = wsserver._sending.direct_writer
-
-    def gated_direct_writer(stream: Any) -> Any:
-        write = real_direct_writer(stream)
-        return None if write is None else (lambda view: 0 if full else write(view))
-
-    monkeypatch.setattr(wsserver._sending, "direct_writer", gated_direct_writer)
+    transport = FullTransport(monkeypatch)
 
     async def main() -> None:
-        nonlocal full
-        loop = asyncio.get_running_loop()
-        loop.set_exception_handler(lambda _, context: failures.append(context))
         released = asyncio.Event()
-
-        async def answer_while_full_then_wait(websocket: Any) -> None:
-            nonlocal full
-            first = await websocket.recv()
-            full = True
-            await websocket.send(first)  # kept back: a second message is queued
-            await released.wait()
-            full = False
-            await websocket.send(await websocket.recv())
-
-        async with serve(answer_while_full_then_wait, "127.0.0.1", 0, ping_interval=None) as server:
+        handler = transport.answer_while_full_then_wait(released)
+        async with serve(handler, "127.0.0.1", 0, ping_interval=None) as server:
             port = server.sockets[0].getsockname()[1]
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(handshake_request())
@@ -178,9 +142,36 @@ def test_kept_back_frames_that_find_the_transport_full_leave_under_plain_asyncio
             writer.close()
             await writer.wait_closed()
 
+    assert run_under_plain_asyncio(main) == []
+
+
+def run_under_plain_asyncio(main: Callable[[], Awaitable[None]]) -> list[dict[str, Any]]:
+    """Run ``main()`` with asyncio.run() alone, within 5 s; return what failed in callbacks.
+
+    In a thread of its own, so that a server that cannot even close (the
+    failure some of these tests look for) fails the test instead of hanging
+    the suite: the thread is then left behind, a daemon.
+    """
+    failures: list[dict[str, Any]] = []
+    raised: list[BaseException] = []
+
     async def bounded() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: failures.append(context))
         async with asyncio.timeout(5):
             await main()
 
-    asyncio.run(bounded())
-    assert failures == []
+    def run() -> None:
+        try:
+            asyncio.run(bounded())
+        except BaseException as exc:  # handed to the test's thread below
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=15)
+    if thread.is_alive():
+        pytest.fail("asyncio.run() did not return within 15 s")
+    if raised:
+        raise raised[0]
+    return failures

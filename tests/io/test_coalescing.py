@@ -9,16 +9,15 @@ arrive, in order, and none may wait for the handler to come back to recv().
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import anyio
 import pytest
 
-import wsserver._sending
 from wsserver.sansio.frames import Frame, Opcode, serialize_frame
 
 from ..serving import running_server
 from .clients import RawClient, port_of
+from .gates import FullTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -59,14 +58,7 @@ async def test_a_frame_sent_mid_batch_leaves_while_the_handler_waits_elsewhere()
 
     with anyio.fail_after(5):
         async with running_server(answer_then_wait, ping_interval=None) as (_, uri):
-            client = await RawClient.open(port_of(uri))
-            await client.stream.send(b"".join(client_frames([b"one", b"two"])))
-            assert (await client.recv_frame()).data == b"one"
-            released.set()
-            assert (await client.recv_frame()).data == b"two"
-            await client.send_close()
-            assert await client.recv_close() == (1000, "")
-            await client.wait_for_eof()
+            await exchange_two_messages(uri, released)
 
 
 def client_frames(payloads: list[bytes]) -> list[bytes]:
@@ -82,34 +74,20 @@ async def test_kept_back_frames_that_find_the_transport_full_still_leave(
     # flushed (after the handler yields elsewhere): the writer task must take
     # over, started from the floor's callback (Trio's callback task,
     # asyncio's call_soon). Nothing else would ever write it.
-    full = False
-    real_direct_writer = wsserver._sending.direct_writer
-
-    def gated_direct_writer(stream: Any) -> Any:
-        write = real_direct_writer(stream)
-        if write is None:
-            return None
-        return lambda view: 0 if full else write(view)
-
-    monkeypatch.setattr(wsserver._sending, "direct_writer", gated_direct_writer)
     released = anyio.Event()
-
-    async def answer_while_full_then_wait(websocket: Any) -> None:
-        nonlocal full
-        first = await websocket.recv()
-        full = True
-        await websocket.send(first)  # kept back: a second message is queued
-        await released.wait()
-        full = False
-        await websocket.send(await websocket.recv())
-
+    handler = FullTransport(monkeypatch).answer_while_full_then_wait(released)
     with anyio.fail_after(5):
-        async with running_server(answer_while_full_then_wait, ping_interval=None) as (_, uri):
-            client = await RawClient.open(port_of(uri))
-            await client.stream.send(b"".join(client_frames([b"one", b"two"])))
-            assert (await client.recv_frame()).data == b"one"
-            released.set()
-            assert (await client.recv_frame()).data == b"two"
-            await client.send_close()
-            assert await client.recv_close() == (1000, "")
-            await client.wait_for_eof()
+        async with running_server(handler, ping_interval=None) as (_, uri):
+            await exchange_two_messages(uri, released)
+
+
+async def exchange_two_messages(uri: str, released: anyio.Event) -> None:
+    """Send two messages at once; get the first echo, release the handler, get the second."""
+    client = await RawClient.open(port_of(uri))
+    await client.stream.send(b"".join(client_frames([b"one", b"two"])))
+    assert (await client.recv_frame()).data == b"one"
+    released.set()
+    assert (await client.recv_frame()).data == b"two"
+    await client.send_close()
+    assert await client.recv_close() == (1000, "")
+    await client.wait_for_eof()

@@ -334,14 +334,8 @@ class AsyncioByteStream(ByteStream):
         Tasks blocked in :meth:`receive` or :meth:`send` get
         :class:`anyio.ClosedResourceError`. Closing again is harmless.
         """
-        if not self._is_closed:
-            self._is_closed = True
-            self._chunks.clear()
-            self._buffered = 0
-            _wake(self._read_waiter)
-            _wake(self._drain_waiter)
-            if not self._transport.is_closing():
-                self._transport.close()
+        if self._mark_closed() and not self._transport.is_closing():
+            self._transport.close()
         if self._is_connection_lost:
             await checkpoint()
             return
@@ -363,13 +357,19 @@ class AsyncioByteStream(ByteStream):
         anyio, cancelling one formats the running task's repr, a tenth of a
         connection's start-up and teardown in a handshake profile).
         """
-        if not self._is_closed:
-            self._is_closed = True
-            self._chunks.clear()
-            self._buffered = 0
-            _wake(self._read_waiter)
-            _wake(self._drain_waiter)
+        self._mark_closed()
         self._transport.abort()
+
+    def _mark_closed(self) -> bool:
+        """Drop what is queued and wake the waiting tasks, once; tell whether it was now."""
+        if self._is_closed:
+            return False
+        self._is_closed = True
+        self._chunks.clear()
+        self._buffered = 0
+        _wake(self._read_waiter)
+        _wake(self._drain_waiter)
+        return True
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
