@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+from anyio.streams.tls import TLSStream
 
 from ._transport import CheckpointWithoutWaiting, direct_half_closer, direct_writer, soon_caller
 from .sansio import ServerConnection, State
@@ -277,12 +278,7 @@ class Outbox:
                     await stream.send(chunk)  # type: ignore[arg-type]
                     self._buffered -= len(chunk)
                 else:
-                    try:
-                        await stream.send_eof()
-                    except NotImplementedError:
-                        # TLS cannot half-close. Closing outright is what the
-                        # peer waits for: the server closes TCP first.
-                        await stream.aclose()
+                    await _half_close(stream)
                 del chunks[0]
                 # Frames queued meanwhile go out in this same loop: after a
                 # wait, the transport may take them at once.
@@ -377,6 +373,24 @@ async def send_fragments(ws: WebSocketServerProtocol, fragments: AsyncIterator[A
 async def _write_and_wait(ws: WebSocketServerProtocol) -> None:
     ws._outbox.push()
     await ws._outbox.wait_after_push()
+
+
+async def _half_close(stream: anyio.abc.ByteStream) -> None:
+    """Send EOF after the closing handshake; over TLS, close outright.
+
+    TLS cannot half-close: anyio's ``TLSStream.send_eof()`` always raises,
+    NotImplementedError while the session is up and TypeError once its SSL
+    object has shut down (the client went away meanwhile), which no caller
+    expects. Closing is what the peer waits for anyway: the server closes
+    TCP first.
+    """
+    if isinstance(stream, TLSStream):
+        await stream.aclose()
+        return
+    try:
+        await stream.send_eof()
+    except NotImplementedError:  # any other stream that cannot half-close
+        await stream.aclose()
 
 
 def _coalesce(writes: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:

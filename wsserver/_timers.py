@@ -3,8 +3,9 @@
 :class:`Keepalive` needs no task of its own: on asyncio's lean stream its
 deadlines are loop timers (the stream's ``call_later``), on Trio's plain
 sockets the deadline of a cancel scope the receiving task reads under
-(:meth:`wsserver._receiving.Inbox.time_keepalive`). Elsewhere (TLS) the
-:func:`keepalive` task pings, since cancelling a TLS read midway is not safe.
+(:meth:`wsserver._receiving.Inbox.time_keepalive`). Elsewhere (TLS)
+:meth:`Keepalive.run` waits for them in a task, since cancelling a TLS read
+midway is not safe.
 
 The other timers of a connection are deadlines of cancel scopes where the
 waiting happens: ``open_timeout`` around the opening handshake
@@ -28,7 +29,7 @@ from .sansio.frames import CloseCode
 if TYPE_CHECKING:
     from .connection import WebSocketServerProtocol
 
-__all__ = ["Keepalive", "PongWaiter", "keepalive", "unused_ping_payload"]
+__all__ = ["Keepalive", "PongWaiter", "unused_ping_payload"]
 
 
 CallLater = Callable[[float, Callable[[], None]], TimerHandle]
@@ -118,6 +119,21 @@ class Keepalive:
             self._ws.latency = waiter._latency
         self._schedule(self._interval)
 
+    async def run(self) -> None:
+        """Where no read may be cut short (TLS): wait for each deadline in a task of its own.
+
+        Run in the connection's task group; returns once the connection is no
+        longer open.
+        """
+        self.start()
+        core = self._ws.protocol
+        while core.state is State.OPEN:
+            # answered() moves this scope's deadline to the next ping.
+            with anyio.CancelScope(deadline=self.deadline) as self.scope:
+                await anyio.sleep_forever()
+            self.scope = None
+            self.fire()
+
     def _schedule(self, delay: float | None) -> None:
         handle, self._handle = self._handle, None
         if handle is not None:
@@ -130,28 +146,6 @@ class Keepalive:
             self.deadline = anyio.current_time() + delay
         if self.scope is not None:
             self.scope.deadline = self.deadline
-
-
-async def keepalive(ws: WebSocketServerProtocol, interval: float, timeout: float | None) -> None:
-    """Ping every ``interval`` seconds; drop the connection if a pong takes over ``timeout``.
-
-    Ends when the connection is no longer open. Runs in the connection's task group.
-    """
-    core = ws.protocol
-    while True:
-        await anyio.sleep(interval)
-        if core.state is not State.OPEN:
-            return
-        with anyio.move_on_after(float("inf") if timeout is None else timeout):
-            try:
-                waiter = await ws.ping()
-                ws.latency = await waiter
-            except ConnectionClosed:
-                return
-            continue
-        ws.logger.info("no pong within %ss: closing with 1011", timeout)
-        ws._drop(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-        return
 
 
 class PongWaiter:

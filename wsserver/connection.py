@@ -25,7 +25,7 @@ import anyio.lowlevel
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSAttribute
 
-from . import _opening, _proxy, _timers
+from . import _opening, _proxy
 from ._opening import takes_path
 from ._receiving import Data, Inbox
 from ._sending import Outbox, send_fragments
@@ -534,13 +534,9 @@ class WebSocketServerProtocol:
                         task_group.start_soon(self._receive)
                     if options.ping_interval is not None:
                         keepalive = Keepalive(self, options.ping_interval, options.ping_timeout)
-                        if self._inbox.time_keepalive(keepalive):
-                            self._keepalive = keepalive
-                        else:
-                            task_group.start_soon(
-                                _timers.keepalive, self, options.ping_interval,
-                                options.ping_timeout,
-                            )
+                        self._keepalive = keepalive
+                        if not self._inbox.time_keepalive(keepalive):
+                            task_group.start_soon(keepalive.run)
                     await self._run_handler()
                     await self.close()
                 task_group.cancel_scope.cancel()

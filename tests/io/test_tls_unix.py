@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosedOK as ClientConnectionClosedOK
 from websockets.sync.client import unix_connect
 
 import wsserver
+from wsserver.sansio.frames import Opcode
 
 from ..serving import running_server
 from .clients import (
@@ -152,6 +153,81 @@ async def test_client_that_never_starts_tls_is_dropped_after_open_timeout(
             elapsed = anyio.current_time() - started
             await silent.aclose()
     assert elapsed >= 0.3 * 0.8
+
+
+async def open_tls_raw_client(uri: str, client_ssl: ssl.SSLContext) -> RawClient:
+    """A hand-made client over TLS, past the opening handshake."""
+    stream = await anyio.connect_tcp(
+        "127.0.0.1", port_of(uri), ssl_context=client_ssl, tls_hostname="localhost",
+        tls_standard_compatible=False,  # the server may close TCP without a close_notify
+    )
+    client = RawClient(stream)
+    await client.handshake()
+    return client
+
+
+# Over TLS the keepalive waits in a task of its own (a TLS read cut short by a
+# deadline could lose part of a record): the same pings and pong timeout.
+
+
+async def test_wss_client_that_answers_pings_stays_connected_and_latency_is_measured(
+    server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    latencies: list[float] = []
+
+    async def handler(ws: wsserver.WebSocketServerProtocol) -> None:
+        message = await ws.recv()
+        latencies.append(ws.latency)
+        await ws.send(message)
+
+    with anyio.fail_after(TIMEOUT):
+        async with running_server(
+            handler, ssl=server_ssl, ping_interval=0.05, ping_timeout=0.5
+        ) as (_, uri):
+            client = await open_tls_raw_client(uri, client_ssl)
+            payloads = set()
+            while len(payloads) < 3:  # several ping intervals, each after a pong
+                ping = await client.recv_frame()
+                assert ping.opcode is Opcode.PING
+                payloads.add(ping.data)
+                await client.send_frame(Opcode.PONG, ping.data)
+            await client.send_frame(Opcode.TEXT, b"alive")
+            while (frame := await client.recv_frame()).opcode is Opcode.PING:
+                await client.send_frame(Opcode.PONG, frame.data)
+            await client.aclose()
+    assert (frame.opcode, frame.data) == (Opcode.TEXT, b"alive")
+    assert latencies and latencies[0] > 0
+
+
+async def test_wss_client_that_never_answers_pings_is_closed_with_1011(
+    server_ssl: ssl.SSLContext, client_ssl: ssl.SSLContext
+) -> None:
+    outcome: list[Any] = []
+
+    async def handler(ws: wsserver.WebSocketServerProtocol) -> None:
+        try:
+            await ws.recv()
+        except wsserver.ConnectionClosedError as exc:
+            outcome.append(exc.sent.code if exc.sent else None)
+
+    with anyio.fail_after(TIMEOUT):
+        async with running_server(
+            handler, ssl=server_ssl, ping_interval=0.1, ping_timeout=0.2, close_timeout=1
+        ) as (_, uri):
+            client = await open_tls_raw_client(uri, client_ssl)
+            ping = await client.recv_frame()
+            try:
+                close: Any = await client.recv_frame()
+            except EOFError:
+                # Over TLS the 1011 frame waits for the writer task, and the
+                # drop can close the stream first (see the issue 9 note).
+                close = None
+            await client.aclose()
+    assert ping.opcode is Opcode.PING
+    if close is not None:
+        assert close.opcode is Opcode.CLOSE
+        assert int.from_bytes(close.data[:2], "big") == 1011
+    assert outcome == [1011]
 
 
 # Unix sockets ---------------------------------------------------------------------------
