@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import anyio
 import anyio.abc
@@ -311,9 +311,7 @@ class _SocketReader:
                 self._reads = 0
                 continue
             except OSError as exc:
-                if sock.fileno() < 0:
-                    raise anyio.ClosedResourceError from None
-                raise anyio.BrokenResourceError from exc
+                _raise_stream_error(sock, exc)
             break
         if not data:
             raise anyio.EndOfStream
@@ -340,7 +338,7 @@ def soon_caller(stream: anyio.abc.ByteStream) -> Callable[[Callable[[], None]], 
     """
     if isinstance(stream, AsyncioByteStream):
         return stream.call_soon
-    if isinstance(stream, anyio.abc.SocketStream) and running_loop() is None:
+    if _plain_trio_socket(stream) is not None:
         return trio_call_soon()
     return None
 
@@ -401,11 +399,16 @@ def _socket_writer(sock: socket.socket) -> Callable[[memoryview], int]:
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:
-            if sock.fileno() < 0:  # the stream closed it (aclose)
-                raise anyio.ClosedResourceError from None
-            raise anyio.BrokenResourceError from exc
+            _raise_stream_error(sock, exc)
 
     return write
+
+
+def _raise_stream_error(sock: socket.socket, exc: OSError) -> NoReturn:
+    """Raise what a stream raises for ``exc`` on its socket: closed (by the stream), or broken."""
+    if sock.fileno() < 0:  # the stream closed it (aclose)
+        raise anyio.ClosedResourceError from None
+    raise anyio.BrokenResourceError from exc
 
 
 def _listener(sock: socket.socket) -> SocketListener:
@@ -418,9 +421,7 @@ def _socket_half_closer(sock: socket.socket) -> Callable[[], None]:
         try:
             sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
-            if sock.fileno() < 0:  # the stream closed it (aclose)
-                raise anyio.ClosedResourceError from None
-            raise anyio.BrokenResourceError from exc
+            _raise_stream_error(sock, exc)
 
     return half_close
 

@@ -67,6 +67,24 @@ __all__ = [
     "wrap_accepted_socket",
 ]
 
+
+class _MarkedAsAsyncio:
+    """Within it, what is scheduled on the loop runs in a context marked as asyncio's.
+
+    asyncio copies the current context into each callback it schedules; with
+    sniffio's variable set there, anyio finds its loop in the callback (a
+    task group can start a task, the clock can be read).
+    """
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = current_async_library_cvar.set("asyncio")
+
+    def __exit__(self, *exc_info: object) -> None:
+        current_async_library_cvar.reset(self._token)
+
+
 DEFAULT_RECEIVE_MAX_BYTES: Final = 2**16
 """Default ``max_bytes`` of :meth:`AsyncioByteStream.receive`."""
 DEFAULT_READ_HIGH_WATER_BYTES: Final = 4 * DEFAULT_RECEIVE_MAX_BYTES
@@ -267,11 +285,8 @@ class AsyncioByteStream(ByteStream):
         asyncio's, where anyio works (a task group can start a task) even
         under a plain ``asyncio.run()``.
         """
-        token = current_async_library_cvar.set("asyncio")
-        try:
+        with _MarkedAsAsyncio():
             self._loop.call_soon(callback)
-        finally:
-            current_async_library_cvar.reset(token)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         """Run ``callback()`` from the loop in ``delay`` seconds (``loop.call_later``).
@@ -282,12 +297,8 @@ class AsyncioByteStream(ByteStream):
         Returns:
             The timer; ``cancel()`` it to call nothing.
         """
-        # Marked as asyncio's, like the stream's callbacks (see wrap_accepted_socket).
-        token = current_async_library_cvar.set("asyncio")
-        try:
+        with _MarkedAsAsyncio():
             return self._loop.call_later(delay, callback)
-        finally:
-            current_async_library_cvar.reset(token)
 
     def send_eof_nowait(self) -> None:
         """Half-close the connection now, as :meth:`send_eof` does, without a checkpoint.
@@ -663,11 +674,8 @@ async def wrap_accepted_socket(
     # copied here: marked as asyncio's, anyio works in them (a task group can
     # start a task, the clock can be read) even under a plain asyncio.run(),
     # where anyio would find no task to tell the loop by.
-    token = current_async_library_cvar.set("asyncio")
-    try:
+    with _MarkedAsAsyncio():
         _, protocol = await asyncio.get_running_loop().connect_accepted_socket(
             lambda: _StreamProtocol(read_high_water_bytes, write_high_water_bytes), sock
         )
-    finally:
-        current_async_library_cvar.reset(token)
     return protocol.stream
